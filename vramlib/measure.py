@@ -38,7 +38,7 @@ from torch.utils._pytree import tree_flatten
 from .device import pick_device
 from .units import fmt_bytes
 
-__all__ = ["StorageTracker", "MemoryReport", "track_memory", "measure",
+__all__ = ["StorageTracker", "MemoryReport", "track_memory", "measure", "warm_up",
            "tensor_bytes", "param_bytes", "grad_bytes", "optimizer_state_bytes"]
 
 # Operators whose output aliases an input per their schema, but whose input storage was
@@ -221,10 +221,32 @@ def track_memory(device: str | torch.device | None = None, timeline: bool = Fals
             report.timeline = tracker.timeline
 
 
+def warm_up(device: str | torch.device | None = None) -> None:
+    """Run one tiny matrix product forward and backward on ``device``.
+
+    On a CUDA GPU the first matrix product of each thread makes cuBLAS allocate a workspace
+    through torch's caching allocator (32 MiB per workspace on Hopper by default) — and the
+    backward pass runs on a separate autograd thread with a workspace of its own.  They stay
+    allocated for the life of the process.  Call this before a measurement so that this
+    one-time overhead is counted in the baseline, not mistaken for the measured block's own
+    memory (the estimator reports it as a separate *overhead* line).  A no-op elsewhere.
+
+    Defined in Chapter 0, "Measuring memory: allocator statistics and exact storage accounting".
+    """
+    dev = pick_device(device)
+    if dev.type != "cuda":
+        return
+    a = torch.randn(64, 64, device=dev, requires_grad=True)
+    (a @ a).sum().backward()
+    torch.cuda.synchronize(dev)
+
+
 def measure(fn: Callable[..., Any], *args: Any, device: str | torch.device | None = None,
             timeline: bool = False, **kwargs: Any) -> MemoryReport:
     """Call ``fn(*args, **kwargs)`` and return its :class:`MemoryReport` (``.result`` holds
     what ``fn`` returned, so memory it returns stays alive and counts in ``end``).
+    ``device`` is the device to measure, not passed on to ``fn``: to give ``fn`` a device,
+    wrap it (``measure(lambda: torch.zeros(8, device=dev), device=dev)``).
 
     Defined in Chapter 0, "Measuring memory: allocator statistics and exact storage accounting".
     """
