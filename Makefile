@@ -23,7 +23,7 @@ NPM_PKGS := mathjax@3.2.2 requirejs@2.3.8 @jupyter-widgets/html-manager@1.0.15
 VENDOR   := _vendor
 APT      := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 TEX_PKGS := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
-            texlive-lang-cjk texlive-lang-chinese latexmk fonts-noto-cjk fonts-freefont-otf lmodern poppler-utils
+            texlive-lang-cjk texlive-lang-chinese xindy latexmk fonts-noto-cjk fonts-freefont-otf lmodern poppler-utils
 
 .PHONY: book test unit nbval execute lab lock clean venv assets status linkcheck browser-test \
         pdf cheatsheet tex chromium
@@ -68,11 +68,12 @@ chromium:
 	  { apt-get update -q && $(APT) chromium chromium-driver; }
 
 tex:
-	@command -v xelatex >/dev/null && command -v latexmk >/dev/null && command -v pdftoppm >/dev/null \
+	@command -v xelatex >/dev/null && command -v xindy >/dev/null && command -v latexmk >/dev/null && command -v pdftoppm >/dev/null \
 	  && fc-list | grep -q "Noto Sans CJK" && kpsewhich xeCJK.sty ctexhook.sty >/dev/null || \
 	  { apt-get update -q && $(APT) $(TEX_PKGS); }
 
 pdf: $(STAMP) assets status tex
+	rm -rf _build/latex
 	$(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going
 	@ls -l _build/latex/book.pdf
 

@@ -133,11 +133,14 @@ def render(root: Path = ROOT) -> str:
     for path in toc_notebooks(root):
         r = notebook_row(path, root)
         secs = f"{r['seconds']:.1f} s" if isinstance(r.get("seconds"), (int, float)) else None
-        nb_rows.append([f"{{doc}}`{r['title']} </{r['doc']}>`", str(r.get("date", ""))[:19].replace("T", " "),
-                        secs, r.get("device"), r.get("torch"), r.get("python"), r.get("vramlib"),
-                        r.get("how", "`make execute`"), f"{r['code_cells']} / {r['outputs']} / {r['errors']}"])
+        versions = ", ".join(f"{k} {r[k]}" for k in ("torch", "python", "vramlib") if r.get(k))
+        executed = str(r.get("date", ""))[:19].replace("T", " ")
+        nb_rows.append([f"{{doc}}`{r['title']} </{r['doc']}>`",
+                        f"{executed} by {r.get('how', '`make execute`')}" if executed else None,
+                        secs, r.get("device"), versions,
+                        f"{r['code_cells']} / {r['outputs']} / {r['errors']}"])
     out = ["## Notebooks", "",
-           _table(["chapter", "executed (UTC)", "time", "device", "torch", "Python", "vramlib", "how",
+           _table(["chapter", "executed (UTC)", "time", "device", "versions",
                    "code cells / outputs / errors"], nb_rows) if nb_rows else "No notebook in the table of contents yet.",
            "", "## Recorded GPU results", ""]
     res = list(result_rows(root / "benchmarks" / "results"))

@@ -20,7 +20,7 @@ import nbformat
 REPO_URL = "https://github.com/REPLACE-ME/gpu-memory-book"
 
 #: First lines of the set-up cell; tests check a notebook's first code cell starts with them.
-SETUP_MARKER = "# Set-up for Colab: installs this book's library (vramlib) there; does nothing elsewhere."
+SETUP_MARKER = "# Colab set-up: installs this book's library there; does nothing elsewhere."
 
 SETUP_SOURCE = f'''{SETUP_MARKER}
 import importlib.util, sys

@@ -76,3 +76,29 @@ def test_status_table_lists_every_notebook(tmp_path: Path) -> None:
     for path in TOC_NOTEBOOKS:
         assert f"</{path[:-6]}>" in text
     assert "## Recorded GPU results" in text
+
+
+def test_setup_cell_installs_only_on_colab_without_vramlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import types
+
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from colab_setup import REPO_URL
+
+    code = TransformerManager().transform_cell(SETUP_SOURCE)
+    calls: list[tuple[str, str]] = []
+    shell = types.SimpleNamespace(run_line_magic=lambda name, line: calls.append((name, line)))
+
+    def run() -> list[tuple[str, str]]:
+        calls.clear()
+        exec(code, {"get_ipython": lambda: shell})  # noqa: S102 - the cell's own code
+        return list(calls)
+
+    assert run() == [], "outside Colab the cell must do nothing"
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert run() == [], "on Colab with vramlib already importable the cell must do nothing"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "vramlib" else real_find_spec(name, *a))
+    assert run() == [("pip", f'install -q "vramlib @ git+{REPO_URL}"')]
