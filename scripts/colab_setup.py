@@ -34,8 +34,10 @@ def is_setup_cell(cell: dict) -> bool:
 
 
 def setup_cell() -> nbformat.NotebookNode:
-    """A fresh set-up cell."""
-    return nbformat.v4.new_code_cell(SETUP_SOURCE)
+    """A fresh set-up cell (its source folded away on the site: tag ``hide-input``)."""
+    cell = nbformat.v4.new_code_cell(SETUP_SOURCE)
+    cell.metadata["tags"] = ["hide-input"]
+    return cell
 
 
 def ensure(path: str) -> bool:
