@@ -12,6 +12,7 @@ chromedriver with Selenium (no browser download).  For every page:
   and no MathJax error;
 - every image loaded (naturalWidth > 0);
 - static widget state (pages whose notebooks saved ipywidgets) rendered into visible widgets;
+- notebook pages carry the Binder and Colab launch buttons;
 and the search page returns results for a word every chapter uses.
 Exit status 1 with a list of problems when anything fails.
 """
@@ -62,6 +63,9 @@ const done = arguments[arguments.length - 1];
   out.images = imgs.length;
   out.badImages = imgs.filter(i => !(i.naturalWidth > 0)).map(i => i.getAttribute('src'));
   out.widgetState = document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]').length;
+  out.notebook = !!document.querySelector('a[href$=".ipynb"][href*="_sources/"]');
+  out.binder = document.querySelectorAll('a[href*="mybinder.org/v2/"]').length;
+  out.colab = document.querySelectorAll('a[href*="colab.research.google.com/github/"]').length;
   out.widgetViews = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]').length;
   done(out);
 })().catch(e => done({exception: String(e)}));
@@ -78,8 +82,17 @@ class _Quiet(SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the browser moved on before a transfer ended (a broken pipe): not a site error
+        super().handle_error(request, client_address)
+
+
 def serve(root: Path) -> tuple[ThreadingHTTPServer, str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    httpd = _Server(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
 
@@ -147,6 +160,8 @@ def check_page(drv: webdriver.Chrome, base: str, rel: str) -> tuple[list[str], d
         if rep["mjxErrors"]:
             problems.append(f"{rep['mjxErrors']} MathJax errors")
         problems += [f"image not loaded: {src}" for src in rep["badImages"]]
+        if rep["notebook"] and not (rep["binder"] and rep["colab"]):
+            problems.append(f"notebook page without launch buttons (Binder {rep['binder']}, Colab {rep['colab']})")
         if rep["widgetViews"]:
             try:
                 WebDriverWait(drv, 20).until(lambda d: d.execute_script(WIDGETS_VISIBLE_JS) > 0)
@@ -190,7 +205,9 @@ def main(argv: list[str]) -> int:
                     totals[k] += rep.get(k, 0)
                 status = "ok  " if not problems else "FAIL"
                 print(f"  {status} {rel}  (math {rep.get('mjx', 0)}/{rep.get('math', 0)}, "
-                      f"images {rep.get('images', 0)}, widget views {rep.get('widgetViews', 0)})")
+                      f"images {rep.get('images', 0)}, widget views {rep.get('widgetViews', 0)}"
+                      + (", launch: Binder + Colab" if rep.get("notebook") and rep.get("binder") and rep.get("colab") else "")
+                      + ")")
                 for p in problems:
                     print(f"       {p}")
                 failures += bool(problems)
