@@ -3,13 +3,30 @@
 #   make test     unit tests of vramlib + nbval over every notebook in chapters/
 #   make execute  re-execute notebooks in place (NB=path/to.ipynb for one)
 #   make lab      open the notebooks in JupyterLab
+# Publishing (see README):
+#   make linkcheck     broken internal links/anchors in _build/html (after make book)
+#   make browser-test  headless Chromium loads every page of _build/html (after make book)
+#   make pdf           the whole book as a PDF (xelatex; installs Debian's TeX packages if missing)
+#   make cheatsheet    the 2-page formula cheat sheet PDF from handouts/cheatsheet.tex
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NB     ?= chapters
 
-.PHONY: book test unit nbval execute lab lock clean venv
+# Offline assets, from the npm registry at exact versions (official distributions; the site
+# needs no CDN to render): MathJax 3 for math, RequireJS + the Jupyter widgets HTML manager
+# for pages with static widget state.  Unpacked into _vendor (ignored by git), which _config.yml
+# adds to html_static_path (not into _static: Jupyter Book would add every .js found there to
+# every page).
+NPM_PKGS := mathjax@3.2.2 requirejs@2.3.8 @jupyter-widgets/html-manager@1.0.15
+VENDOR   := _vendor
+APT      := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+TEX_PKGS := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
+            texlive-lang-cjk texlive-lang-chinese xindy latexmk fonts-noto-cjk fonts-freefont-otf lmodern poppler-utils
+
+.PHONY: book test unit nbval execute lab lock clean venv assets status linkcheck browser-test \
+        pdf cheatsheet tex chromium
 
 venv: $(STAMP)
 
@@ -20,8 +37,50 @@ $(STAMP): requirements/book.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-book: $(STAMP)
+book: $(STAMP) assets status
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+assets: $(VENDOR)/.installed
+
+$(VENDOR)/.installed: Makefile
+	rm -rf $(VENDOR) build/npm && mkdir -p $(VENDOR) build/npm
+	cd build/npm && npm pack --silent $(NPM_PKGS) >/dev/null
+	mkdir -p build/npm/mathjax && tar xzf build/npm/mathjax-*.tgz -C build/npm/mathjax
+	mkdir -p $(VENDOR)/mathjax && cp build/npm/mathjax/package/LICENSE $(VENDOR)/mathjax/
+	cd build/npm/mathjax/package/es5 && cp -r tex-mml-chtml.js input output ui a11y sre adaptors $(CURDIR)/$(VENDOR)/mathjax/
+	tar xzf build/npm/requirejs-*.tgz -C build/npm && cp build/npm/package/require.js $(VENDOR)/require.js && rm -rf build/npm/package
+	tar xzf build/npm/jupyter-widgets-html-manager-*.tgz -C build/npm
+	mkdir -p $(VENDOR)/html-manager && cp build/npm/package/dist/embed-amd.js build/npm/package/dist/*.woff* \
+	   build/npm/package/dist/*.ttf build/npm/package/dist/*.eot build/npm/package/dist/*.svg $(VENDOR)/html-manager/
+	touch $@
+
+status: $(STAMP)
+	$(BIN)/python scripts/book_status.py
+
+linkcheck: $(STAMP)
+	$(BIN)/python scripts/check_links.py _build/html
+
+browser-test: $(STAMP) chromium
+	$(BIN)/python scripts/browser_test.py _build/html
+
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -q && $(APT) chromium chromium-driver; }
+
+tex:
+	@command -v xelatex >/dev/null && command -v xindy >/dev/null && command -v latexmk >/dev/null && command -v pdftoppm >/dev/null \
+	  && fc-list | grep -q "Noto Sans CJK" && kpsewhich xeCJK.sty ctexhook.sty >/dev/null || \
+	  { apt-get update -q && $(APT) $(TEX_PKGS); }
+
+pdf: $(STAMP) assets status tex
+	rm -rf _build/latex
+	$(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going
+	@ls -l _build/latex/book.pdf
+
+cheatsheet: tex
+	mkdir -p _build/handouts
+	cd handouts && latexmk -xelatex -interaction=nonstopmode -halt-on-error -outdir=../_build/handouts cheatsheet.tex
+	@ls -l _build/handouts/cheatsheet.pdf
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests chapters --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -v
@@ -46,4 +105,4 @@ lock:
 	rm -rf .venv-lock && mv requirements/book.lock.new requirements/book.lock
 
 clean:
-	rm -rf _build
+	rm -rf _build build $(VENDOR)

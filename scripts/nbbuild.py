@@ -4,11 +4,19 @@
     write("chapters/x/y.ipynb", [("md", "# Title"), ("code", "1+1", ["nbval-ignore-output"])])
 
 Then `make execute NB=chapters/x/y.ipynb` fills in the outputs that nbval checks.
+`write` puts the book's Colab set-up cell (scripts/colab_setup.py) before the first code cell
+unless the cells already start with it.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from colab_setup import is_setup_cell, setup_cell  # noqa: E402
 
 
 def write(path: str, cells: list[tuple]) -> None:
@@ -22,5 +30,8 @@ def write(path: str, cells: list[tuple]) -> None:
         if tags:
             cell.metadata["tags"] = list(tags)
         nb.cells.append(cell)
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    if code and not is_setup_cell(nb.cells[code[0]]):
+        nb.cells.insert(code[0], setup_cell())
     nbformat.validate(nb)
     nbformat.write(nb, path)

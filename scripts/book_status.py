@@ -1,0 +1,167 @@
+"""Tabulate how and where every notebook of the book was executed, and where each GPU result came from.
+
+Usage: python scripts/book_status.py [OUT.md]   (default: _build/generated/status.md)
+
+`make book` runs this before building; the appendix page "Execution status"
+(chapters/appendix/status.md) includes the Markdown it writes.  It reads
+
+- every notebook listed in _toc.yml: the provenance that `make execute`
+  (scripts/execute_notebooks.py) records in the notebook metadata under ``vramlib.execution``
+  (date, seconds, device, torch, Python, vramlib), falling back to the cell timestamps for
+  notebooks executed otherwise; and counts code cells, outputs and error outputs;
+- every benchmarks/results/*.json (none is fine): the device, driver, torch version and date
+  that the benchmark script recorded, wherever in the file it put them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
+    """Every document of _toc.yml (root first), as a path without suffix, relative to the repo."""
+    toc = yaml.safe_load(toc_path.read_text(encoding="utf-8"))
+    out = [toc["root"]]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                out.append(str(node["file"]))
+            for key in ("parts", "chapters", "sections"):
+                for child in node.get(key, []) or []:
+                    walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(toc)
+    return out
+
+
+def toc_notebooks(root: Path = ROOT) -> list[Path]:
+    """The notebooks (.ipynb) that _toc.yml lists, in book order."""
+    nbs = []
+    for doc in toc_files(root / "_toc.yml"):
+        path = root / (doc if doc.endswith(".ipynb") else doc + ".ipynb")
+        if path.exists():
+            nbs.append(path)
+    return nbs
+
+
+def notebook_row(path: Path, root: Path = ROOT) -> dict:
+    """Execution facts about one notebook."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    outputs = sum(len(c.get("outputs", [])) for c in code)
+    errors = sum(1 for c in code for o in c.get("outputs", []) if o.get("output_type") == "error")
+    ex = dict(nb.metadata.get("vramlib", {}).get("execution", {}))
+    if not ex:  # executed by something other than `make execute`: use the cell timestamps
+        stamps = [c.metadata.get("execution", {}).get("iopub.execute_input") for c in code]
+        stamps = [s for s in stamps if s]
+        ex = {"date": min(stamps) if stamps else "",
+              "python": nb.metadata.get("language_info", {}).get("version", ""),
+              "how": "not recorded"}
+    title = next((line.lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"
+                  for line in c.source.splitlines() if line.startswith("# ")), path.stem)
+    return {"doc": path.relative_to(root).with_suffix("").as_posix(), "title": title,
+            "code_cells": len(code), "outputs": outputs, "errors": errors, **ex}
+
+
+def _find(obj: Any, keys: tuple[str, ...]) -> Any:
+    """First value under any of ``keys`` in a nested JSON object (breadth first)."""
+    queue = [obj]
+    while queue:
+        cur = queue.pop(0)
+        if isinstance(cur, dict):
+            for k in keys:
+                if k in cur and not isinstance(cur[k], (dict, list)):
+                    return cur[k]
+            queue += [v for v in cur.values() if isinstance(v, (dict, list))]
+        elif isinstance(cur, list):
+            queue += [v for v in cur if isinstance(v, (dict, list))]
+    return None
+
+
+def result_rows(results: Path = ROOT / "benchmarks" / "results") -> Iterator[dict]:
+    """Provenance of every recorded benchmark result (an empty iterator when there is none)."""
+    for path in sorted(results.glob("*.json")) if results.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            yield {"file": path.name, "device": f"unreadable: {exc.__class__.__name__}"}
+            continue
+        # the device's name: an explicit key anywhere, else "name" inside a device/provenance block
+        blocks = [data.get(k) for k in ("device", "provenance", "env", "environment", "meta", "system")
+                  if isinstance(data, dict) and isinstance(data.get(k), dict)]
+        device = _find(data, ("device_name", "gpu_name", "gpu"))
+        for block in blocks:
+            device = device or _find(block, ("name", "device"))
+        if device is None and isinstance(data, dict) and isinstance(data.get("device"), str):
+            device = data["device"]
+        yield {
+            "file": path.name,
+            "device": device,
+            "driver": _find(data, ("driver", "driver_version", "nvidia_driver")),
+            "torch": _find(data, ("torch", "torch_version")),
+            "cuda": _find(data, ("cuda", "cuda_version")),
+            "date": _find(data, ("date", "timestamp", "created", "utc", "time")),
+        }
+
+
+def _cell(v: Any) -> str:
+    s = "" if v is None or v == "" else str(v)
+    return s.replace("|", "\\|").replace("\n", " ") or "—"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render(root: Path = ROOT) -> str:
+    """The Markdown tables of the status page."""
+    nb_rows = []
+    for path in toc_notebooks(root):
+        r = notebook_row(path, root)
+        secs = f"{r['seconds']:.1f} s" if isinstance(r.get("seconds"), (int, float)) else None
+        versions = ", ".join(f"{k} {r[k]}" for k in ("torch", "python", "vramlib") if r.get(k))
+        executed = str(r.get("date", ""))[:19].replace("T", " ")
+        nb_rows.append([f"{{doc}}`{r['title']} </{r['doc']}>`",
+                        f"{executed} by {r.get('how', '`make execute`')}" if executed else None,
+                        secs, r.get("device"), versions,
+                        f"{r['code_cells']} / {r['outputs']} / {r['errors']}"])
+    out = ["## Notebooks", "",
+           _table(["chapter", "executed (UTC)", "time", "device", "versions",
+                   "code cells / outputs / errors"], nb_rows) if nb_rows else "No notebook in the table of contents yet.",
+           "", "## Recorded GPU results", ""]
+    res = list(result_rows(root / "benchmarks" / "results"))
+    if res:
+        out.append(_table(["file (benchmarks/results/)", "device", "driver", "torch", "CUDA", "date"],
+                          [[f"`{r['file']}`", r.get("device"), r.get("driver"), r.get("torch"), r.get("cuda"),
+                            r.get("date")] for r in res]))
+    else:
+        out.append("No recorded GPU run yet: `benchmarks/results/` holds no result file.")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0]) if argv else ROOT / "_build" / "generated" / "status.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = render()
+    if not out.exists() or out.read_text(encoding="utf-8") != text:  # keep mtime: no needless rebuild
+        out.write_text(text, encoding="utf-8")
+    print(f"book_status: wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
