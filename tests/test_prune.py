@@ -13,7 +13,7 @@ from vramlib.prune import (apply_masks, channel_mask, checkpoint_bytes, global_m
                            is_nm_sparse, iterative_prune, layerwise_masks, magnitude_mask, model_sparsity,
                            neuron_importance, nm_mask, polynomial_schedule, prunable_linears, prune_gpt_heads,
                            prune_gpt_mlp, prune_heads, remove_masks, sensitivity_scan, shrink_mlp,
-                           sparse_storage_bytes, sparsity, to_semi_structured)
+                           sparse_storage_bytes, sparsity, to_semi_structured, median_times, median_time)
 
 
 def tiny_gpt(seed=0, **kw):
@@ -188,3 +188,13 @@ def test_bad_input():
         magnitude_mask([1, 2], 0.5)
     with pytest.raises(ValueError):
         apply_masks(nn.Linear(2, 2), {"nope": torch.ones(2, 2, dtype=torch.bool)})
+
+
+def test_median_times_interleaved():
+    calls = []
+    res = median_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeat=3, warmup=1)
+    assert set(res) == {"a", "b"} and all(v >= 0 for v in res.values())
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert median_time(lambda: None, repeat=2, warmup=0) >= 0
+    with pytest.raises(ValueError):
+        median_times({})

@@ -30,7 +30,7 @@ __all__ = [
     "model_sparsity", "sensitivity_scan", "iterative_prune", "polynomial_schedule",
     "neuron_importance", "shrink_mlp", "prune_gpt_mlp", "PrunedSelfAttention", "head_importance",
     "prune_heads", "prune_gpt_heads", "checkpoint_bytes", "sparse_storage_bytes",
-    "median_time", "to_semi_structured",
+    "median_time", "median_times", "to_semi_structured",
 ]
 
 
@@ -455,6 +455,30 @@ def median_time(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) -> 
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def median_times(fns: dict[str, Callable[[], object]], repeat: int = 20, warmup: int = 3) -> dict[str, float]:
+    """Median seconds of each ``fns[name]()``, timed **interleaved** (one call of each in turn,
+    ``repeat`` rounds), so that a busy machine slows all candidates alike.
+
+    Defined in Part II, "Pruning", section "Masks neither shrink nor speed up"."""
+    if not fns:
+        raise ValueError("fns is empty")
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat!r}")
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def to_semi_structured(weight: torch.Tensor):
