@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vramlib.lowrank import (LowRankLinear, breakeven_rank, energy, factorize_linear, factorize_model,
+from vramlib.lowrank import (LoRALinear, LowRankLinear, add_lora, breakeven_rank, energy, factorize_linear, factorize_model,
                              lowrank_flops, lowrank_params, rank_for_energy, rank_for_param_ratio,
                              spectrum, truncation_error)
 
@@ -92,3 +92,23 @@ def test_bad_input():
         factorize_linear(nn.Conv1d(4, 4, 1), rank=2)
     with pytest.raises(ValueError):
         spectrum(torch.randn(3))
+
+
+def test_lora_starts_at_base_merges_exactly_and_has_low_rank():
+    torch.manual_seed(4)
+    base = nn.Linear(24, 16)
+    lora = LoRALinear(base, rank=3, alpha=6.0)
+    x = torch.randn(5, 24)
+    torch.testing.assert_close(lora(x), base(x))
+    with torch.no_grad():
+        lora.up.weight.normal_()
+    assert torch.linalg.matrix_rank(lora.delta_weight()).item() == 3
+    torch.testing.assert_close(lora.merged()(x), lora(x), atol=1e-5, rtol=1e-5)
+    trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    assert trainable == lowrank_params(16, 24, 3)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    new = add_lora(model, ["0"], rank=2)
+    assert isinstance(new[0], LoRALinear)
+    assert sum(p.numel() for p in new.parameters() if p.requires_grad) == 2 * (8 + 8)
+    with pytest.raises(ValueError):
+        LoRALinear(base, rank=17)

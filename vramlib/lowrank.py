@@ -18,7 +18,7 @@ import torch.nn as nn
 
 __all__ = ["spectrum", "energy", "rank_for_energy", "rank_for_param_ratio", "truncation_error",
            "lowrank_params", "lowrank_flops", "breakeven_rank", "LowRankLinear", "factorize_linear",
-           "factorize_model"]
+           "factorize_model", "LoRALinear", "add_lora"]
 
 
 def _check_weight(w: torch.Tensor) -> torch.Tensor:
@@ -173,4 +173,66 @@ def factorize_model(model: nn.Module, names: Sequence[str], rank: int | None = N
         fact = factorize_linear(lin, rank=r, energy_threshold=energy_threshold)
         parent_name, _, attr = name.rpartition(".")
         setattr(new.get_submodule(parent_name) if parent_name else new, attr, fact)
+    return new
+
+
+class LoRALinear(nn.Module):
+    """LoRA (Hu et al.): a frozen ``base`` Linear plus a trainable rank-``rank`` update,
+    ``y = base(x) + (alpha / rank) · up(down(x))`` with ``up`` initialised to zero, so the
+    wrapped layer starts exactly equal to ``base``.  The update ``(alpha/rank)·up.W·down.W``
+    has the same shape and parameter count as a :class:`LowRankLinear` of that rank: low-rank
+    factorization applied to the *change* of a weight rather than to the weight.
+
+    Defined in Part II, "Low-rank factorization", section "The LoRA connection".
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float = 1.0) -> None:
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"expected an nn.Linear, got {type(base).__name__}")
+        if not isinstance(rank, int) or not 1 <= rank <= min(base.in_features, base.out_features):
+            raise ValueError(f"rank must be an integer in [1, {min(base.in_features, base.out_features)}], got {rank!r}")
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        dev, dt = base.weight.device, base.weight.dtype
+        self.down = nn.Linear(base.in_features, rank, bias=False, device=dev, dtype=dt)
+        self.up = nn.Linear(rank, base.out_features, bias=False, device=dev, dtype=dt)
+        nn.init.normal_(self.down.weight, std=1.0 / base.in_features ** 0.5)
+        nn.init.zeros_(self.up.weight)
+        self.scaling = alpha / rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.scaling * self.up(self.down(x))
+
+    def delta_weight(self) -> torch.Tensor:
+        """The update ``(alpha/rank) · up.W @ down.W`` (out × in), of rank at most ``rank``."""
+        return self.scaling * self.up.weight @ self.down.weight
+
+    def merged(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with ``W + ΔW``: no extra cost at inference."""
+        lin = copy.deepcopy(self.base)
+        with torch.no_grad():
+            lin.weight.add_(self.delta_weight())
+        for p in lin.parameters():
+            p.requires_grad_(True)
+        return lin
+
+
+def add_lora(model: nn.Module, names: Sequence[str], rank: int, alpha: float = 1.0) -> nn.Module:
+    """A copy of ``model`` with every parameter frozen and each ``nn.Linear`` in ``names``
+    wrapped in a :class:`LoRALinear`: only the adapters train.
+
+    Defined in Part II, "Low-rank factorization", section "The LoRA connection".
+    """
+    new = copy.deepcopy(model)
+    for p in new.parameters():
+        p.requires_grad_(False)
+    modules = dict(new.named_modules())
+    for name in names:
+        lin = modules.get(name)
+        if not isinstance(lin, nn.Linear):
+            raise ValueError(f"{name!r} is not an nn.Linear of the model")
+        parent_name, _, attr = name.rpartition(".")
+        setattr(new.get_submodule(parent_name) if parent_name else new, attr, LoRALinear(lin, rank, alpha))
     return new
