@@ -34,11 +34,6 @@ from vramlib.gpus import match_gpu  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
-BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int8-rowmajor-b": 1, "fp8": 1,
-         "sparse24-fp16": 2, "sparse24-bf16": 2, "int8-dynamic-linear": 4}
-OUT_BYTES = {"int8": 4, "int8-rowmajor-b": 4, "fp8": 2, "int8-dynamic-linear": 4}
-
-
 def config(small: bool) -> dict:
     if small:
         return dict(size=256, kinds=["fp32", "bf16", "int8", "int8-rowmajor-b", "int8-dynamic-linear", "tf32", "fp16", "fp8", "sparse24-fp16"],
@@ -46,6 +41,8 @@ def config(small: bool) -> dict:
                     m_sweep_kinds=["bf16", "int8", "int8-rowmajor-b", "fp8"], sparse_shapes=[[256, 256, 256]],
                     copy_bytes=32 * 2**20, quant_shapes=[[32, 256, 256], [256, 256, 256]],
                     wo_nk=[256, 256], wo_ms=[1, 4, 16, 64, 256], group=128,
+                    gpt=dict(n_layer=2, d_model=128, n_head=4, block_size=64, vocab_size=256),
+                    mem_runs=[[1, 4], [8, 64]],
                     timing=dict(warmup=1, repeats=3, min_seconds=0.01))
     return dict(size=8192, kinds=["fp32", "tf32", "fp16", "bf16", "int8", "int8-rowmajor-b", "fp8", "sparse24-fp16", "sparse24-bf16"],
                 plain_sizes=[4096, 8192], plain_iters=50, m_sweep_nk=8192, m_sweep=[32, 64, 128, 256, 512, 1024, 2048, 4096, 8192],
@@ -53,14 +50,14 @@ def config(small: bool) -> dict:
                 sparse_shapes=[[64, 4096, 4096], [1024, 4096, 4096], [8192, 8192, 8192], [16384, 16384, 16384], [2048, 1024, 1024]],
                 copy_bytes=2**30, quant_shapes=[[32, 8192, 8192], [8192, 8192, 8192]],
                 wo_nk=[8192, 8192], wo_ms=[1, 2, 4, 8, 16, 32, 64, 256, 1024, 4096], group=128,
+                gpt=dict(n_layer=8, d_model=2048, n_head=16, block_size=1024, vocab_size=32000),
+                mem_runs=[[1, 16], [8, 1024]],
                 timing=dict(warmup=3, repeats=7, min_seconds=0.05))
 
 
 def with_roofline(r: B.BenchResult, gpu) -> dict:
     d = r.to_dict()
-    if r.kind in BYTES and len(r.shape) == 3:
-        m, n, k = r.shape
-        d["intensity"] = B.matmul_intensity(m, n, k, BYTES[r.kind], BYTES[r.kind], OUT_BYTES.get(r.kind, BYTES[r.kind]))
+    d["intensity"] = B.result_intensity(r)
     d["pct_of_peak"] = B.percent_of_peak(r, gpu)
     return d
 
@@ -124,6 +121,24 @@ def main(argv=None) -> int:
                                     for sh in cfg["quant_shapes"]])
     n, k = cfg["wo_nk"]
     step("weight_only", lambda: B.weight_only_matmul(cfg["wo_ms"], n, k, dev, group=cfg["group"], **timing))
+
+    def runtime_mem():
+        from vramlib.lowbit import runtime_memory
+        from vramlib.models import GPTConfig
+        gcfg = GPTConfig(**cfg["gpt"])
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        variants = ["float", "int8 fused", "int8 unfused"] + (["int8 dynamic (CPU)"] if dev.type == "cpu" else [])
+        rows = []
+        for batch, seq in cfg["mem_runs"]:
+            for v in variants:
+                try:
+                    rows.append(runtime_memory(gcfg, batch, v, dev, dtype=dtype, seq=seq))
+                except Exception as e:  # e.g. no fused int8 kernel for this device
+                    rows.append({"variant": v, "batch": batch, "tokens": batch * seq, "error": f"{type(e).__name__}: {e}"[:300]})
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+        return rows
+    step("runtime_memory", runtime_mem)
     out["total_seconds"] = time.perf_counter() - t_start
 
     path = args.out

@@ -159,3 +159,25 @@ def test_catalog_every_figure_is_sourced_and_dense():
 def test_match_gpu_device_names(name, key):
     g = match_gpu(name)
     assert (g.key if g else None) == key
+
+
+def test_int8_weight_only_linear_fused_and_unfused_agree():
+    from vramlib.lowbit import Int8WeightOnlyLinear, fused_int8_available, quantize_linears_int8
+    from vramlib.models import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(5, 3, 64)
+    ref = lin(x)
+    a = Int8WeightOnlyLinear(lin, fused=False)
+    torch.testing.assert_close(a(x), torch.nn.functional.linear(x, a.dequantized_weight(), lin.bias))
+    assert ((a(x) - ref).norm() / ref.norm()) < 0.02  # 8-bit per-row rounding: ~0.5 % error
+    if fused_int8_available("cpu", torch.float32):
+        b = Int8WeightOnlyLinear(lin, fused=True)
+        torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
+    assert a.weight_int8.dtype == torch.int8 and a.weight_int8.numel() == 64 * 32
+    m = quantize_linears_int8(GPT(GPTConfig()))
+    n_q = sum(isinstance(mm, Int8WeightOnlyLinear) for mm in m.modules())
+    assert n_q == 2 * 4 and isinstance(m.lm_head, torch.nn.Linear)  # qkv, proj, fc, proj per block; head kept
+    with pytest.raises(TypeError):
+        Int8WeightOnlyLinear(torch.nn.Conv1d(2, 2, 1))

@@ -36,6 +36,7 @@ __all__ = [
     "plain_matmul_rate", "copy_bandwidth", "arithmetic_intensity", "attainable_flops",
     "matmul_intensity", "plot_roofline", "cpu_features", "percent_of_peak", "quant_overhead",
     "weight_only_matmul", "catalog_dtype", "find_recorded_results", "load_recorded_results",
+    "KIND_BYTES", "result_intensity", "format_results", "provenance",
 ]
 
 #: Matrix-multiply kinds :func:`bench_matmul` knows, with the catalog dtype whose peak they use.
@@ -50,6 +51,13 @@ MATMUL_KINDS: dict[str, str | None] = {
     "sparse24-fp16": "fp16",  # 2:4 semi-structured sparse weight, F.linear, fp16
     "sparse24-bf16": "bf16",
     "int8-dynamic-linear": "int8",  # torch.ao.quantization.quantize_dynamic nn.Linear (CPU)
+}
+
+
+#: Bytes per element (inputs, output) each matmul kind reads and writes, for its intensity.
+KIND_BYTES: dict[str, tuple[int, int]] = {
+    "fp32": (4, 4), "tf32": (4, 4), "fp16": (2, 2), "bf16": (2, 2), "int8": (1, 4), "int8-rowmajor-b": (1, 4),
+    "fp8": (1, 2), "sparse24-fp16": (2, 2), "sparse24-bf16": (2, 2), "int8-dynamic-linear": (4, 4),
 }
 
 
@@ -396,6 +404,44 @@ def plot_roofline(peaks: dict[str, float], bandwidth: float, points: Sequence[tu
     if title:
         ax.set_title(title)
     return ax
+
+
+def _get(r, key):
+    return r.get(key) if isinstance(r, dict) else (r.rate if key == "rate" else getattr(r, key))
+
+
+def result_intensity(result) -> float | None:
+    """Arithmetic intensity (FLOP/B) of a matmul result (a :class:`BenchResult` or its dict),
+    from its shape and :data:`KIND_BYTES`; ``None`` for other kinds.  The dynamic int8
+    Linear is counted with its fp32 inputs and weights as stored before packing.
+    Defined in Part III, "Measure your own device" (section "The roofline")."""
+    kind, shape = _get(result, "kind"), tuple(_get(result, "shape") or ())
+    if kind not in KIND_BYTES or len(shape) != 3:
+        return None
+    b_in, b_out = KIND_BYTES[kind]
+    m, n, k = shape
+    return matmul_intensity(m, n, k, b_in, b_in, b_out)
+
+
+def format_results(results, gpu=None, unit: float = 1e9, unit_name: str = "GFLOP/s") -> str:
+    """A fixed-width table of matmul results (:class:`BenchResult` objects or their dicts):
+    kind, shape, rate, percent of the catalog peak where ``gpu`` is given, note.
+    Defined in Part III, "Measure your own device"."""
+    lines = [f"{'kind':20s} {'m×n×k':>16s} {unit_name:>11s} {'% peak':>7s}  note"]
+    for r in results:
+        shape = "×".join(str(v) for v in (_get(r, "shape") or ()))
+        ok = _get(r, "ok")
+        rate = _get(r, "rate") if ok else None
+        pct = None
+        if ok and gpu is not None:
+            pct = percent_of_peak(r if isinstance(r, BenchResult) else BenchResult(
+                r["name"], r["kind"], tuple(r["shape"]), r["work"], r["seconds"], True), gpu)
+        elif isinstance(r, dict):
+            pct = r.get("pct_of_peak")
+        rate_s = f"{rate / unit:11.4g}" if rate else f"{'—':>11s}"
+        pct_s = f"{pct:6.1f}%" if pct else f"{'':>7s}"
+        lines.append(f"{_get(r, 'kind'):20s} {shape:>16s} {rate_s} {pct_s}  {_get(r, 'note')}")
+    return "\n".join(lines)
 
 
 def percent_of_peak(result: BenchResult, gpu) -> float | None:
