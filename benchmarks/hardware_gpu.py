@@ -49,9 +49,9 @@ def config(small: bool) -> dict:
                 m_sweep_kinds=["bf16", "int8", "int8-rowmajor-b", "fp8"],
                 sparse_shapes=[[64, 4096, 4096], [1024, 4096, 4096], [8192, 8192, 8192], [16384, 16384, 16384], [2048, 1024, 1024]],
                 copy_bytes=2**30, quant_shapes=[[32, 8192, 8192], [8192, 8192, 8192]],
-                wo_nk=[8192, 8192], wo_ms=[1, 2, 4, 8, 16, 32, 64, 256, 1024, 4096], group=128,
+                wo_nk=[8192, 8192], wo_ms=[1, 2, 4, 8, 16, 32, 64, 256, 1024, 2048], group=128,
                 gpt=dict(n_layer=8, d_model=2048, n_head=16, block_size=1024, vocab_size=32000),
-                mem_runs=[[1, 16], [8, 1024]],
+                mem_runs=[[1, 16], [4, 512]],
                 timing=dict(warmup=3, repeats=7, min_seconds=0.05))
 
 

@@ -181,3 +181,23 @@ def test_int8_weight_only_linear_fused_and_unfused_agree():
     assert n_q == 2 * 4 and isinstance(m.lm_head, torch.nn.Linear)  # qkv, proj, fc, proj per block; head kept
     with pytest.raises(TypeError):
         Int8WeightOnlyLinear(torch.nn.Conv1d(2, 2, 1))
+
+
+def test_runtime_memory_weights_exact_and_activations_unchanged():
+    from vramlib.lowbit import runtime_memory
+    from vramlib.models import GPT, GPTConfig
+
+    cfg = GPTConfig(n_layer=1, d_model=64, n_head=2, block_size=16)
+    P = GPT(cfg).num_params()
+    lin = 64 * 192 + 64 * 64 + 64 * 256 + 256 * 64  # qkv, attn proj, fc, mlp proj
+    rows = 192 + 64 + 256 + 64
+    f = runtime_memory(cfg, 2, "float", "cpu")
+    q = runtime_memory(cfg, 2, "int8 unfused", "cpu")
+    assert f["model_bytes"] == 4 * P
+    assert q["model_bytes"] == 4 * P - 3 * lin + 4 * rows
+    assert q["model_bytes"] < f["model_bytes"]
+    # decode: the unfused layer's dequantized weight (largest: 64x256 fp32 = 64 KiB) dominates the peak
+    d = runtime_memory(cfg, 1, "int8 unfused", "cpu", seq=2)
+    assert d["forward_peak"] >= 64 * 256 * 4
+    with pytest.raises(ValueError, match="variant"):
+        runtime_memory(cfg, 1, "int3", "cpu")
