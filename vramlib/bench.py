@@ -227,9 +227,9 @@ def _matmul_fn(kind: str, m: int, n: int, k: int, dev: torch.device) -> tuple[Ca
         torch._int_mm(a, b)  # raises here if the layout or device is unsupported
         return (lambda: torch._int_mm(a, b)), ("B column-major (W.t())" if kind == "int8" else "B row-major (K, N)")
     if kind == "fp8":
-        if dev.type != "cuda":
-            raise RuntimeError("FP8 matrix products (torch._scaled_mm) run on NVIDIA GPUs of compute capability ≥ 8.9 only")
-        if cc < (8, 9):
+        if dev.type not in ("cuda", "cpu"):
+            raise RuntimeError(f"FP8 matrix products (torch._scaled_mm) run on NVIDIA GPUs of compute capability ≥ 8.9 (and emulated on the CPU); not on {dev.type}")
+        if dev.type == "cuda" and cc < (8, 9):
             raise RuntimeError(f"FP8 tensor cores need compute capability ≥ 8.9 (Ada/Hopper); this GPU is {cc[0]}.{cc[1]}")
         if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
             raise RuntimeError(f"torch {torch.__version__} lacks float8_e4m3fn or _scaled_mm")
@@ -237,7 +237,10 @@ def _matmul_fn(kind: str, m: int, n: int, k: int, dev: torch.device) -> tuple[Ca
         b = randn(n, k).to(torch.float8_e4m3fn).t()
         one = torch.tensor(1.0, device=dev)
         torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
-        return (lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)), "e4m3 × e4m3 → bf16, per-tensor scales"
+        note = "e4m3 × e4m3 → bf16, per-tensor scales"
+        if dev.type == "cpu":
+            note += "; emulated in software on the CPU (no FP8 arithmetic instructions used)"
+        return (lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)), note
     if kind in ("sparse24-fp16", "sparse24-bf16"):
         if dev.type != "cuda" or cc < (8, 0):
             raise RuntimeError("2:4 semi-structured sparsity needs an NVIDIA GPU of compute capability ≥ 8.0 (sparse tensor cores)")
