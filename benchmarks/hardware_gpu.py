@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     dev = pick_device(args.device)
     small = args.small or dev.type != "cuda"
     cfg = config(small)
+    if dev.type == "cpu":
+        torch.set_num_threads(1)  # per-core figures, as in the chapters
+    cfg["torch_threads"] = torch.get_num_threads()
     t_start = time.perf_counter()
     prov = B.provenance(dev)
     gpu = match_gpu(prov["device"]["name"]) if dev.type == "cuda" else None
