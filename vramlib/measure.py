@@ -225,8 +225,9 @@ def warm_up(device: str | torch.device | None = None) -> None:
     """Run one tiny matrix product forward and backward on ``device``.
 
     On a CUDA GPU the first matrix product of each thread makes cuBLAS allocate a workspace
-    through torch's caching allocator (32 MiB per workspace on Hopper by default) — and the
-    backward pass runs on a separate autograd thread with a workspace of its own.  They stay
+    through torch's caching allocator (32 MiB per workspace on Hopper by default; a product
+    with a fused bias goes through cuBLASLt, with a workspace of its own) — and the backward
+    pass runs on a separate autograd thread with workspaces of its own.  They stay
     allocated for the life of the process.  Call this before a measurement so that this
     one-time overhead is counted in the baseline, not mistaken for the measured block's own
     memory (the estimator reports it as a separate *overhead* line).  A no-op elsewhere.
@@ -237,7 +238,9 @@ def warm_up(device: str | torch.device | None = None) -> None:
     if dev.type != "cuda":
         return
     a = torch.randn(64, 64, device=dev, requires_grad=True)
-    (a @ a).sum().backward()
+    b = torch.zeros(64, device=dev, requires_grad=True)
+    # a plain product (cuBLAS) and a product with bias (cuBLASLt, 1 MiB workspace by default)
+    (a @ a + torch.nn.functional.linear(a, a, b)).sum().backward()
     torch.cuda.synchronize(dev)
 
 
