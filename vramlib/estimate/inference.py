@@ -143,28 +143,23 @@ def estimate_inference_spec(spec: ModelSpec, sc: InferenceScenario, pc: ParamCou
     # prefill transients of one layer (no autograd)
     norm_tmp = (4 * 2 + c if c < 4 else 2 * c) * d           # fp32 copy + normalised + output
     if spec.mlp == "gated":
-        mlp_tmp = (3 * I * max(1, spec.experts_per_token) + d) * c
+        mlp_tmp = (3 * I * max(1, spec.experts_per_token) + 2.25 * d) * c
     elif spec.family == "gpt2":
-        mlp_tmp = (3 * I + d) * c
+        mlp_tmp = (5 * I + d) * c                         # gelu_new's Python intermediates
     else:
         mlp_tmp = (2 * I + d) * c
     attn_tmp = (2 * spec.q_dim + 2 * spec.kv_dim + d) * c + spec.q_dim * c
     layer_tmp = tok * (2 * d * c + max(norm_tmp, mlp_tmp, attn_tmp)) * sh["acts"]
     if sc.attention == "eager":
         layer_tmp += B * spec.num_heads * P * (P if not static else cache_len) * (4 + 2 * c) * sh["acts"]
-    mask_tmp = 0.0
-    rep = spec.num_heads // spec.num_kv_heads
-    if static:
-        mask_tmp = B * P * cache_len * (1 + c)                # bool mask, then sdpa's float copy
-        if rep > 1:
-            layer_tmp += 2 * rep * layer_kv * cache_len * sh["kv"]
+    mask_tmp = 0.0   # measured: HF's static-cache masks and GQA stay within the fused kernels
     logits_rows = P if sc.full_logits else 1
     prefill_logits = B * logits_rows * V * c + B * V * 4
     prefill = dict(weights=weights, **{"kv cache": kv_prefill}, activations=layer_tmp, temporaries=mask_tmp,
                    logits=prefill_logits)
     # decode: final cache, one layer's growth copy, small per-token tensors, fp32 scores
     if static:
-        dec_tmp = B * cache_len * (1 + c) + (2 * rep * layer_kv * cache_len if rep > 1 else 0)
+        dec_tmp = 0.0
     else:
         dec_tmp = layer_kv * T / 2 * 1.0
     dec_acts = B * (3 * I + 4 * d) * c

@@ -132,7 +132,8 @@ def _attn_backend(spec: ModelSpec, sc: TrainScenario, c: int) -> str:
         return "flash"                       # the CPU flash kernel takes every dtype
     if c == 2 and spec.head_dim <= 256:
         return "flash"
-    # fp32 on CUDA: memory-efficient kernel; it does not take enable_gqa, so torch falls back to math
+    # fp32 on CUDA: the memory-efficient kernel, which does not take ``enable_gqa``; with GQA
+    # torch falls back to the math kernel, which keeps the (h, s, s) softmax
     return "efficient" if spec.num_kv_heads == spec.num_heads else "math"
 
 
@@ -157,7 +158,9 @@ def activation_bytes_per_layer(spec: ModelSpec, sc: TrainScenario) -> dict[str, 
     else:
         one_norm = (4 if ac else r) + 8 / d          # LN output (fp32 under autocast) + mean, rstd
     parts["norms"] = spec.norms_per_layer * one_norm * d
-    parts["residual"] = 2 * r * d if not ac or True else 0
+    # the residual stream is saved only where an op keeps it: LayerNorm (its input), or an
+    # fp32 RMSNorm (``x.to(float32)`` is then the same tensor); a 16-bit RMSNorm keeps its fp32 copy
+    parts["residual"] = 2 * r * d if (not hf_rms or r == 4) else 0.0
     if spec.norms_per_layer == 4:                     # gemma2 post-norms keep their inputs too
         parts["residual"] += 2 * c * d
     # -- inputs cast by autocast for the projections
@@ -173,7 +176,7 @@ def activation_bytes_per_layer(spec: ModelSpec, sc: TrainScenario) -> dict[str, 
         if book and rep > 1:
             qkv += 2 * q * c                          # repeat_interleave copies of k and v
     else:
-        qkv = (q + 2 * kv) * c * (2 if (ac and c < 4 and backend != "eager") else 1) if False else (q + 2 * kv) * c
+        qkv = (q + 2 * kv) * c
     parts["qkv"] = qkv
     attn_out = q * c
     if book and sc.device == "cpu":
@@ -184,7 +187,7 @@ def activation_bytes_per_layer(spec: ModelSpec, sc: TrainScenario) -> dict[str, 
         parts["lse"] = 4 * h
     elif backend == "math":
         parts["qkv"] += 2 * rep * kv * c + q * c      # repeated k, v and scaled q
-        s2 = h * c * 2
+        s2 = h * c                                    # the softmax, saved for backward
     else:  # eager
         if not book and rep > 1:
             parts["qkv"] += 2 * q * c                 # repeat_kv copies
@@ -195,7 +198,9 @@ def activation_bytes_per_layer(spec: ModelSpec, sc: TrainScenario) -> dict[str, 
         if spec.num_experts > 1:
             mlp = spec.experts_per_token * (4 * I * c + 2 * d * c) + 4 * spec.num_experts * 3
     elif spec.family == "gpt2":
-        mlp = 5 * I * c                              # gelu_new in Python keeps 4 intermediates + output
+        # gelu_new in Python keeps 4 intermediates + its output; under CUDA autocast ``pow`` runs
+        # in fp32, so the fp32 copy of the input, tanh and 1 + tanh are fp32 and the output is cast
+        mlp = 5 * I * c if not (ac and sc.device == "cuda") else I * (4 + 4 + c + 4 + c)
     else:
         mlp = 2 * I * c
     parts["mlp"] = mlp
@@ -307,7 +312,7 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     else:
         saved_layer = layer_bytes
         recompute = 0.0
-    embed_out = tokens * r * d * (1 if sc.trainable == "all" else 0)
+    embed_out = tokens * r * d * (1 if (sc.trainable == "all" and (spec.norm != "rmsnorm" or r == 4)) else 0)
     final = tokens * d * ((4 if r < 4 else 0) + 2 * r if spec.norm == "rmsnorm" else (4 if ac else r))
     acts_layers = saved_layer * train_layers
     acts = embed_out + acts_layers + final
