@@ -14,7 +14,7 @@ Defined in Part I, "Beyond one GPU".
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ._common import pos_int
@@ -47,7 +47,7 @@ class ParallelConfig:
         return self.num_gpus // (self.tp * self.pp)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "dp": self.dp}
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "dp": self.dp}
 
 
 def shard_factors(spec: ModelSpec, par: ParallelConfig) -> dict[str, float]:

@@ -27,7 +27,7 @@ and "Fine-tuning" (frozen layers, LoRA, QLoRA).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ._common import DTYPE_BYTES, choice, dtype_name, flag, pos_int
@@ -119,7 +119,7 @@ class TrainScenario:
         return "foreach" if self.device == "cuda" else "for-loop"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["lora_targets"] = list(self.lora_targets)
         return d
 
@@ -237,7 +237,8 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     ac = sc.autocast != "none"
     L, V, d = spec.num_layers, spec.vocab_size, spec.hidden_size
     P = pc.total
-    L_eff = L * sh["layers"]
+    # pipeline stage 0 under 1F1B keeps min(pp, micro-batches) micro-batches of its L/pp layers
+    L_eff = L * sh["layers"] * min(sh.get("pp", 1.0), sc.grad_accum)
 
     # ---- which parameters train
     lora_params = 0
@@ -298,7 +299,8 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
 
     # ---- activations saved for backward
     per = activation_bytes_per_layer(spec, sc)
-    layer_bytes = tokens * (per["per_token"] + per["per_token_s"] * s)
+    inner = per.get("qkv", 0) + per.get("attn_out", 0) + per.get("lse", 0) + per.get("mlp", 0) + per.get("casts", 0) / 2
+    layer_bytes = tokens * (per["per_token"] - inner * (1 - sh["acts"]) + per["per_token_s"] * s * sh["acts"])
     if sc.trainable == "lora" or sc.trainable == "qlora":
         layer_bytes += tokens * sum(sc.lora_rank * c + o * c for _, o in _lora_targets_dims(spec, sc.lora_targets))
     r = wb
@@ -328,6 +330,8 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     logit_kept = tokens * V * c if sc.keep_logits else 0
     fwd_loss = tokens * V * (c + (4 if c < lsm_b or (hf_upcast and c < 4) else 0) + lsm_b) - logit_kept * 0
     bwd_loss = tokens * V * 3 * lsm_b
+    fwd_loss *= sh["acts"]                              # vocabulary-parallel logits under TP
+    bwd_loss *= sh["acts"]
     head_grad = (V * d * gb if (sc.trainable == "all" and not spec.tie_embeddings) else 0)
 
     # ---- phases (live tensor bytes)
