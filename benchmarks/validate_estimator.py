@@ -65,6 +65,8 @@ HF_MODELS = {
     "gpt2": lambda: _bundled("gpt2"),
     "gpt2-medium": lambda: {**_bundled("gpt2-medium"), "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
     "qwen2-1.5b": lambda: _bundled("qwen2.5-1.5b"),
+    "tinyllama-1.1b": lambda: _bundled("tinyllama-1.1b"),
+    "pythia-160m": lambda: _bundled("pythia-160m"),
     "tiny-llama": lambda: _llama("tiny-llama", 64, 2, 4, 2, 176, V=512),
     "tiny-gpt2": lambda: {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512,
                           "n_positions": 256, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
@@ -106,6 +108,35 @@ def gpu_cases() -> list[dict]:
                                       scenario=dict(weights="bf16", cache=cache)))
     for c in cases:
         c["split"] = "held-out" if c["model"] in HELD_OUT_MODELS else "tuning"
+    return cases
+
+
+def fresh_gpu_cases() -> list[dict]:
+    """A second held-out grid, written after the estimator was tuned and measured once."""
+    T = lambda m, b, s, **sc: dict(kind="train", model=m, batch=b, seq_len=s, scenario=sc)  # noqa: E731
+    G = lambda m, b, P, cache: dict(kind="generate", model=m, batch=b, prompt_len=P, new_tokens=64,  # noqa: E731
+                                    scenario=dict(weights="bf16", cache=cache))
+    cases = [
+        T("qwen2-1.5b", 2, 1024, weights_dtype="bf16"), T("qwen2-1.5b", 2, 1024, weights_dtype="fp32", autocast="bf16"),
+        T("qwen2-1.5b", 4, 2048, weights_dtype="bf16", checkpointing="full"),
+        T("qwen2-1.5b", 4, 1024, weights_dtype="bf16", trainable="last-k", last_k=4),
+        T("tinyllama-1.1b", 4, 1024, weights_dtype="bf16"), T("tinyllama-1.1b", 2, 2048, weights_dtype="fp32", autocast="bf16"),
+        T("tinyllama-1.1b", 2, 512, weights_dtype="fp32"),
+        T("llama-0.3b", 4, 512, weights_dtype="bf16", attention="eager"),
+        T("llama-0.3b", 2, 1024, weights_dtype="fp32", autocast="bf16", attention="eager"),
+        T("mistral-0.4b", 4, 1024, weights_dtype="fp32", optimizer="momentum"),
+        T("mistral-0.4b", 4, 1024, weights_dtype="bf16", optimizer="sgd"),
+        T("gpt2-medium", 4, 1024, weights_dtype="bf16", grad_accum=2),
+        T("llama-3.2-1b", 2, 2048, weights_dtype="bf16", grad_accum=2),
+        T("pythia-160m", 8, 1024, weights_dtype="bf16"), T("pythia-160m", 8, 1024, weights_dtype="fp32", autocast="bf16"),
+        T("smollm2-135m", 8, 2048, weights_dtype="fp32", autocast="bf16", trainable="last-k", last_k=6),
+        G("qwen2-1.5b", 16, 1024, "dynamic"), G("qwen2-1.5b", 16, 1024, "static"),
+        G("tinyllama-1.1b", 4, 1536, "dynamic"), G("tinyllama-1.1b", 16, 1536, "static"),
+        G("pythia-160m", 16, 1024, "dynamic"), G("gpt2-medium", 16, 768, "dynamic"),
+        G("mistral-0.4b", 24, 2048, "dynamic"), G("llama-3.2-1b", 4, 1024, "static"),
+    ]
+    for c in cases:
+        c["split"] = "fresh"
     return cases
 
 
@@ -156,9 +187,9 @@ def build(case, device):
     cfgd = HF_MODELS[case["model"]]()
     kw = {k: v for k, v in cfgd.items() if not k.startswith("_")}
     cfg = transformers.AutoConfig.for_model(**kw)
-    cfg._attn_implementation = "sdpa"
+    impl = "eager" if case["scenario"].get("attention") == "eager" else "sdpa"
     with torch.device(device):
-        model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+        model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation=impl)
     return model, cfgd, cfg
 
 
@@ -206,19 +237,26 @@ def measure_case(case, device: str) -> dict:
                 raise ValueError("book GPT has no checkpointing switch")
         opt_name = sc.get("optimizer", "adamw")
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01) if opt_name == "adamw" else \
-            torch.optim.SGD(params, lr=1e-3)
+        if opt_name == "adamw":
+            opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+        elif opt_name == "momentum":
+            opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+        else:
+            opt = torch.optim.SGD(params, lr=1e-3)
+        accum = sc.get("grad_accum", 1)
         ids = torch.randint(0, V, (case["batch"], case["seq_len"]), device=dev)
         ac = sc.get("autocast", "none")
         ctx = (lambda: torch.autocast(dev.type, dtype=DT[ac])) if ac != "none" else None
 
         def step():
-            if ctx is not None:
-                with ctx():
+            for _ in range(accum):
+                if ctx is not None:
+                    with ctx():
+                        loss = model(ids, labels=ids, use_cache=False).loss if hf else model(ids, ids)[1]
+                else:
                     loss = model(ids, labels=ids, use_cache=False).loss if hf else model(ids, ids)[1]
-            else:
-                loss = model(ids, labels=ids, use_cache=False).loss if hf else model(ids, ids)[1]
-            loss.backward()
+                loss.backward()
+                del loss
             opt.step()
             opt.zero_grad(set_to_none=True)
 
@@ -229,7 +267,9 @@ def measure_case(case, device: str) -> dict:
             step()
             _sync(dev)
             peak = torch.cuda.max_memory_allocated(dev) - base0
+            reserved = torch.cuda.max_memory_reserved(dev)
         else:
+            reserved = None
             pre = param_bytes(model, buffers=True) + optimizer_state_bytes(opt)
             tr = StorageTracker("cpu")
             with tr:
@@ -254,7 +294,9 @@ def measure_case(case, device: str) -> dict:
                 out = model.generate(ids, **kw)
                 _sync(dev)
                 peak = torch.cuda.max_memory_allocated(dev) - base0
+                reserved = torch.cuda.max_memory_reserved(dev)
             else:
+                reserved = None
                 pre = param_bytes(model, buffers=True)
                 tr = StorageTracker("cpu")
                 with tr:
@@ -265,7 +307,7 @@ def measure_case(case, device: str) -> dict:
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-    return {"peak": int(peak)}
+    return {"peak": int(peak), "reserved_peak": reserved, "baseline": int(base0)}
 
 
 # ---------------------------------------------------------------- estimating
@@ -308,7 +350,7 @@ def report(rows: list[dict]) -> dict:
     for r in rows:
         if "peak" not in r:
             print(f"{r['label']:<58} {r['split']:<8} skipped: {r.get('skipped')}")
-    for split in ("tuning", "held-out"):
+    for split in ("tuning", "held-out", "fresh"):
         for kind in ("train", "generate"):
             sel = [r for r in ok if r["split"] == split and r["kind"] == kind]
             if not sel:
@@ -359,6 +401,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hf", action="store_true", help="on CPU, add tiny Hugging Face models")
     ap.add_argument("--out", default=None, help="write the measurements as JSON")
     ap.add_argument("--from-json", default=None, help="re-report a recorded run")
+    ap.add_argument("--fresh", action="store_true", help="run the second held-out GPU grid")
     ap.add_argument("--only", default=None, help="substring filter on case labels")
     ap.add_argument("--limit-s", type=float, default=420.0, help="stop measuring after this many seconds")
     a = ap.parse_args(argv)
@@ -373,7 +416,7 @@ def main(argv=None) -> int:
         return 0
     dev = a.device
     if dev.startswith("cuda"):
-        cases = gpu_cases()
+        cases = (fresh_gpu_cases() if a.fresh else gpu_cases())
     else:
         cases = book_cases() + (cpu_hf_cases() if a.hf else [])
     if a.only:

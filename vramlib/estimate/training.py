@@ -150,13 +150,15 @@ def activation_bytes_per_layer(spec: ModelSpec, sc: TrainScenario) -> dict[str, 
     parts: dict[str, float] = {}
     book = spec.family == "gpt"
     # -- norms: LayerNorm keeps its output (+ mean/rstd); RMSNorm computes in fp32
+    # a norm's output is saved only by the linear layers that read it; under autocast they
+    # save their bf16 casts instead, so the fp32 output is freed
     if hf_rms:
         if spec.family in ("gemma", "gemma2"):
-            one_norm = (4 if r < 4 else 0) + 4 + r
+            one_norm = (4 if r < 4 else 0) + 4 + (0 if ac else r)
         else:
-            one_norm = (4 if r < 4 else 0) + 2 * r
+            one_norm = (4 if r < 4 else 0) + r + (0 if ac else r)
     else:
-        one_norm = (4 if ac else r) + 8 / d          # LN output (fp32 under autocast) + mean, rstd
+        one_norm = (0 if ac else r) + 8 / d          # LN keeps its input, mean and rstd; output only if read
     parts["norms"] = spec.norms_per_layer * one_norm * d
     # the residual stream is saved only where an op keeps it: LayerNorm (its input), or an
     # fp32 RMSNorm (``x.to(float32)`` is then the same tensor); a 16-bit RMSNorm keeps its fp32 copy
@@ -178,10 +180,7 @@ def activation_bytes_per_layer(spec: ModelSpec, sc: TrainScenario) -> dict[str, 
     else:
         qkv = (q + 2 * kv) * c
     parts["qkv"] = qkv
-    attn_out = q * c
-    if book and sc.device == "cpu":
-        attn_out += q * c                              # the CPU kernel's (B, h, s, hd) output is copied back
-    parts["attn_out"] = attn_out
+    parts["attn_out"] = q * c     # fused kernels lay out (B, s, h, hd): the reshape for o_proj is a view
     s2 = 0.0
     if backend in ("flash", "efficient"):
         parts["lse"] = 4 * h
@@ -318,6 +317,8 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     final = tokens * d * ((4 if r < 4 else 0) + 2 * r if spec.norm == "rmsnorm" else (4 if ac else r))
     acts_layers = saved_layer * train_layers
     acts = embed_out + acts_layers + final
+    if sc.attention == "eager" and spec.family != "gpt":
+        acts += B * s * s * c                          # HF's 4-D float causal mask, shared by all layers
     if spec.position == "learned" and sc.trainable == "all":
         acts += 0
     # autocast keeps bf16 copies of the weights it cast, for backward (freed layer by layer)
