@@ -33,10 +33,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lora_targets(text: str) -> str:
-    return text
-
-
 def _cmd_estimate(args: argparse.Namespace) -> int:
     from .estimate import estimate_inference, estimate_training
 

@@ -6,11 +6,14 @@ opt.zero_grad(set_to_none=True)`` in steady state (the optimizer states exist). 
 bytes are traced through the step:
 
 * **forward** saves, per layer, every tensor autograd needs for backward.  Counted per token
-  from the modules' code: the residual stream, the norms' normalised outputs (RMSNorm works
-  in fp32, so a bf16 model keeps an fp32 copy), the projections' inputs (under autocast each
-  projection casts its fp32 input to bf16 separately: 3 copies for q/k/v, 2 for gate/up),
+  from the modules' code: the residual stream (only where an op keeps it: LayerNorm's input,
+  an fp32 RMSNorm's input — a 16-bit RMSNorm keeps its fp32 copy instead), the norms'
+  normalised outputs, the projections' inputs (under autocast each projection casts its fp32
+  input to bf16 separately: 3 copies for q/k/v, 2 for gate/up, and the fp32 norm output is
+  then freed),
   the rotary-embedded q and k and v, the fused attention's output and its fp32 log-sum-exp
-  (``eager`` attention keeps the (h, s, s) softmax instead), and the MLP's gate, activation,
+  (``eager`` attention keeps the (h, s, s) softmax instead; fp32 with grouped-query attention
+  falls back to the math kernel, which keeps it too), and the MLP's gate, activation,
   up and product (GPT-2's ``gelu_new`` is Python code and keeps 4 intermediates);
 * **the loss** upcasts the logits to fp32 (HF's ``ForCausalLMLoss``); ``log_softmax`` keeps its
   fp32 output, and its backward adds two more fp32 (tokens × vocab) tensors — the peak of a
@@ -293,8 +296,6 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
         step_tmp = 2 * min(largest, P_train) * 4
     else:
         step_tmp = 0
-    if sc.master_weights:
-        step_tmp += P_train * wb * 0  # copy back into 16-bit weights is in place
 
     # ---- activations saved for backward
     per = activation_bytes_per_layer(spec, sc)
@@ -319,8 +320,6 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     acts = embed_out + acts_layers + final
     if sc.attention == "eager" and spec.family != "gpt":
         acts += B * s * s * c                          # HF's 4-D float causal mask, shared by all layers
-    if spec.position == "learned" and sc.trainable == "all":
-        acts += 0
     # autocast keeps bf16 copies of the weights it cast, for backward (freed layer by layer)
     cast_w = 0.0
     if ac:
@@ -329,7 +328,7 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     hf_upcast = spec.family != "gpt"
     lsm_b = 4 if (hf_upcast or ac) else c
     logit_kept = tokens * V * c if sc.keep_logits else 0
-    fwd_loss = tokens * V * (c + (4 if c < lsm_b or (hf_upcast and c < 4) else 0) + lsm_b) - logit_kept * 0
+    fwd_loss = tokens * V * (c + (4 if c < lsm_b or (hf_upcast and c < 4) else 0) + lsm_b)
     bwd_loss = tokens * V * 3 * lsm_b
     fwd_loss *= sh["acts"]                              # vocabulary-parallel logits under TP
     bwd_loss *= sh["acts"]
@@ -350,16 +349,14 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     put("forward (loss)", **W, gradients=g0, activations=acts, temporaries=cast_w,
         logits=fwd_loss + (logit_kept if c != 4 and hf_upcast else 0))
     put("backward (loss)", **W, gradients=g0, activations=acts, temporaries=cast_w, logits=bwd_loss + logit_kept)
-    top_grads = max(g0, head_grad + (P_train - head_grad) * 0)
     put("backward (first layer)", **W, gradients=max(g0, head_grad), activations=acts,
         temporaries=cast_w + recompute + T_layer, logits=logit_kept)
     grads_layers = max(g0, grads - (V * d * gb if (spec.tie_embeddings is False and sc.trainable == "all") else 0))
-    put("backward (last layer)", **W, gradients=grads_layers, activations=embed_out + saved_layer + final * 0,
+    put("backward (last layer)", **W, gradients=grads_layers, activations=embed_out + saved_layer,
         temporaries=(cast_w / max(L, 1)) + recompute + T_layer, logits=logit_kept)
     emb_tmp = V * d * gb if (sc.trainable == "all" and spec.tie_embeddings) else 0
     put("backward (embedding)", **W, gradients=grads, activations=0, temporaries=emb_tmp, logits=logit_kept)
     put("optimizer step", **W, gradients=grads, temporaries=step_tmp, logits=logit_kept)
-    del top_grads
     peak_phase = max(phases, key=lambda k: phases[k])
     components = {k: int(v) for k, v in comp[peak_phase].items()}
     return Breakdown(components=components, peak_phase=peak_phase, phases={k: int(v) for k, v in phases.items()},
