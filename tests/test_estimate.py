@@ -36,7 +36,7 @@ def test_zero_stages_order(model):
     step = [b.phases["optimizer step"] for b in bs]           # model states alone: strictly ordered
     assert step[3] < step[2] < step[1] < step[0]
     single = estimate_training(model, 2, 1024, weights_dtype="bf16", master_weights=True).peak
-    assert per_gpu[0] == single                     # plain DP replicates everything
+    assert per_gpu[0] > single                      # plain DDP replicates everything and adds its buckets
     if model != "gpt2-xl":                               # 25 heads: no tensor-parallel split of 8
         tp = estimate_training(model, 2, 1024, num_gpus=8, tp=8, weights_dtype="bf16", master_weights=True)
         assert tp.peak < single and tp.phases["backward (loss)"] < bs[0].phases["backward (loss)"]

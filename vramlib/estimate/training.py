@@ -226,7 +226,7 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     ``shard`` (from :mod:`vramlib.estimate.parallel`) divides weights, gradients, optimizer
     states and activations among GPUs.  Defined in Part I, "Pretraining"."""
     pc = pc or count_params(spec)
-    sh = {"weights": 1.0, "grads": 1.0, "optim": 1.0, "acts": 1.0, "layers": 1.0, "gather": 0.0}
+    sh = {"weights": 1.0, "grads": 1.0, "optim": 1.0, "acts": 1.0, "layers": 1.0, "gather": 0.0, "ddp_buckets": 0.0}
     if shard:
         sh.update(shard)
     B, s = sc.batch, sc.seq_len
@@ -335,13 +335,14 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     head_grad = (V * d * gb if (sc.trainable == "all" and not spec.tie_embeddings) else 0)
 
     # ---- phases (live tensor bytes)
-    base = weights + master + optim
+    bk = P_train * gb * sh["ddp_buckets"]             # DDP's gradient buckets, counted with the gradients
     g0 = grads if sc.grad_accum > 1 else 0
     T_layer = tokens * c * (2 * spec.intermediate_size * max(1, spec.experts_per_token) + 2 * d)
     phases: dict[str, float] = {}
     comp: dict[str, dict[str, float]] = {}
 
     def put(name: str, **kw: float) -> None:
+        kw["gradients"] = kw.get("gradients", 0.0) + bk
         comp[name] = kw
         phases[name] = sum(kw.values())
 
