@@ -26,11 +26,14 @@ from vramlib.estimate import estimate_training  # noqa: E402
 CFG = {"model_type": "llama", "hidden_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16,
        "num_key_value_heads": 4, "intermediate_size": 2816, "vocab_size": 32000, "max_position_embeddings": 4096,
        "tie_word_embeddings": False, "_name": "llama-0.3b"}
-CASES = [dict(mode="ddp", batch=4, seq_len=1024), dict(mode="fsdp", batch=4, seq_len=1024),
-         dict(mode="ddp", batch=8, seq_len=512), dict(mode="fsdp", batch=8, seq_len=2048)]
+CASES = [dict(mode="single", batch=4, seq_len=1024), dict(mode="ddp", batch=4, seq_len=1024),
+         dict(mode="fsdp", batch=4, seq_len=1024), dict(mode="ddp", batch=8, seq_len=512),
+         dict(mode="fsdp", batch=8, seq_len=2048), dict(mode="single", batch=8, seq_len=2048)]
 
 
 def estimate(case, world):
+    if case["mode"] == "single":
+        return estimate_training(CFG, case["batch"], case["seq_len"], weights_dtype="bf16").peak
     zero = 0 if case["mode"] == "ddp" else 3
     return estimate_training(CFG, case["batch"], case["seq_len"], num_gpus=world, zero=zero, weights_dtype="bf16").peak
 
@@ -57,23 +60,32 @@ def run_case(case, rank, world, dev):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     ids = torch.randint(0, CFG["vocab_size"], (case["batch"], case["seq_len"]), device=dev)
 
+    phases = {}
+
+    def mark(name):
+        torch.cuda.synchronize(dev)
+        phases[name] = {"peak": torch.cuda.max_memory_allocated(dev) - base, "end": torch.cuda.memory_allocated(dev) - base}
+        torch.cuda.reset_peak_memory_stats(dev)
+
     def step():
         loss = model(ids, labels=ids, use_cache=False).loss
+        mark("forward")
         loss.backward()
         del loss
+        mark("backward")
         opt.step()
+        mark("step")
         opt.zero_grad(set_to_none=True)
 
     step()
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)
     step()
-    torch.cuda.synchronize(dev)
-    peak = torch.cuda.max_memory_allocated(dev) - base
+    peak = max(v["peak"] for v in phases.values())
     t = torch.tensor([peak], device=dev, dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     del model, opt
-    return int(t.item())
+    return int(t.item()), phases
 
 
 def report(rows):
@@ -82,8 +94,9 @@ def report(rows):
         if "peak" in r:
             r["estimate"] = estimate(r, r["world"])
             r["err"] = (r["estimate"] - r["peak"]) / r["peak"]
+            ph = " ".join(f"{k}:{v['peak'] / 2**20:.0f}/{v['end'] / 2**20:.0f}" for k, v in r.get("phases", {}).items())
             print(f"{r['mode']} ×{r['world']} B={r['batch']} s={r['seq_len']:<14} {r['peak'] / 2**20:>9.1f}Mi "
-                  f"{r['estimate'] / 2**20:>9.1f}Mi {100 * r['err']:>+6.1f}%")
+                  f"{r['estimate'] / 2**20:>9.1f}Mi {100 * r['err']:>+6.1f}%   peak/end MiB {ph}")
         else:
             print(r["mode"], r.get("skipped"))
 
@@ -110,7 +123,7 @@ def main(argv=None):
     for case in CASES:
         row = dict(case, world=world)
         try:
-            row["peak"] = run_case(case, rank, world, dev)
+            row["peak"], row["phases"] = run_case(case, rank, world, dev)
         except Exception as e:  # noqa: BLE001
             row["skipped"] = f"{type(e).__name__}: {e}"[:300]
         rows.append(row)

@@ -324,6 +324,9 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     cast_w = 0.0
     if ac:
         cast_w = (pc.linear_weights * sh["weights"] + V * d) * c
+    # under full checkpointing the blocks save nothing, so their casts die when the autocast
+    # region ends; only the LM head's cast, saved by its matmul, lives into backward
+    cast_w_bwd = (V * d * c if ac else 0.0) if sc.checkpointing == "full" else cast_w
     # ---- logits and loss
     hf_upcast = spec.family != "gpt"
     lsm_b = 4 if (hf_upcast or ac) else c
@@ -349,12 +352,12 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     W = dict(weights=weights, **{"master weights": master}, **{"optimizer states": optim})
     put("forward (loss)", **W, gradients=g0, activations=acts, temporaries=cast_w,
         logits=fwd_loss + (logit_kept if c != 4 and hf_upcast else 0))
-    put("backward (loss)", **W, gradients=g0, activations=acts, temporaries=cast_w, logits=bwd_loss + logit_kept)
+    put("backward (loss)", **W, gradients=g0, activations=acts, temporaries=cast_w_bwd, logits=bwd_loss + logit_kept)
     put("backward (first layer)", **W, gradients=max(g0, head_grad), activations=acts,
-        temporaries=cast_w + recompute + T_layer, logits=logit_kept)
+        temporaries=cast_w_bwd + recompute + T_layer, logits=logit_kept)
     grads_layers = max(g0, grads - (V * d * gb if (spec.tie_embeddings is False and sc.trainable == "all") else 0))
     put("backward (last layer)", **W, gradients=grads_layers, activations=embed_out + saved_layer,
-        temporaries=(cast_w / max(L, 1)) + recompute + T_layer, logits=logit_kept)
+        temporaries=(cast_w_bwd / max(L, 1)) + recompute + T_layer, logits=logit_kept)
     emb_tmp = V * d * gb if (sc.trainable == "all" and spec.tie_embeddings) else 0
     put("backward (embedding)", **W, gradients=grads, activations=0, temporaries=emb_tmp, logits=logit_kept)
     put("optimizer step", **W, gradients=grads, temporaries=step_tmp, logits=logit_kept)
