@@ -1,6 +1,7 @@
 """Command-line entry point: ``python -m vramlib`` or ``vramlib``.
 
-Defined in Chapter 0, "Which device am I on?" (the ``device`` command).
+Defined in Chapter 0, "Which device am I on?" (the ``device`` command) and Part I,
+"The calculator" (the ``estimate`` and ``models`` commands).
 """
 
 from __future__ import annotations
@@ -17,6 +18,47 @@ def _cmd_device(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .estimate import count_params, list_models, load_model_config
+
+    rows = []
+    for n in list_models():
+        spec = load_model_config(n)
+        rows.append({"name": n, "family": spec.family, "params": count_params(spec).total, "source": spec.source})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['name']:<16} {r['family']:<9} {r['params'] / 1e9:7.2f} B  {r['source']}")
+    return 0
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from .estimate import estimate_inference, estimate_training
+
+    common = dict(reserve_fraction=args.reserve, device=args.device)
+    if args.stage == "train":
+        trainable = args.trainable
+        b = estimate_training(args.model, args.batch, args.seq, num_gpus=args.gpus, zero=args.zero, tp=args.tp,
+                              pp=args.pp, weights_dtype=args.dtype, autocast=args.autocast,
+                              master_weights=args.master_weights, optimizer=args.optimizer,
+                              grad_accum=args.grad_accum, checkpointing=args.checkpointing, attention=args.attention,
+                              trainable=trainable, last_k=args.last_k, lora_rank=args.lora_rank,
+                              lora_targets=args.lora_targets, keep_logits=args.keep_logits, **common)
+    else:
+        b = estimate_inference(args.model, args.batch, args.prompt, args.new_tokens, tp=args.tp, pp=args.pp,
+                               weights=args.weights, group_size=args.group_size, kv_dtype=args.kv_dtype,
+                               cache=args.cache, full_logits=args.full_logits, attention=args.attention, **common)
+    if args.json:
+        print(json.dumps(b.to_dict(), indent=2))
+    else:
+        print(f"{args.model} · {args.stage}")
+        print(b.table())
+        if args.gpu:
+            print(f"fits {args.gpu}: {'yes' if b.fits(args.gpu) else 'no'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vramlib", description="GPU memory tools of the executable book.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -24,6 +66,48 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     d.add_argument("--json", action="store_true", help="print the facts as JSON")
     d.set_defaults(func=_cmd_device)
+
+    m = sub.add_parser("models", help="list the bundled model configs")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_cmd_models)
+
+    from .estimate.inference import WEIGHT_FORMATS
+    from .estimate.training import ATTENTION, CHECKPOINTING, OPTIMIZERS
+
+    e = sub.add_parser("estimate", help="estimate the peak memory of training or generation",
+                       description="Per-GPU peak memory, component by component (Part I, 'The calculator').")
+    e.add_argument("model", help="bundled name (see `vramlib models`) or path to a config.json")
+    e.add_argument("--stage", choices=("train", "inference"), default="train")
+    e.add_argument("--batch", type=int, default=1)
+    e.add_argument("--seq", type=int, default=2048, help="training sequence length")
+    e.add_argument("--prompt", type=int, default=512, help="inference prompt length")
+    e.add_argument("--new-tokens", type=int, default=128)
+    e.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="bf16", help="training weights dtype")
+    e.add_argument("--autocast", choices=("none", "bf16", "fp16"), default="none")
+    e.add_argument("--master-weights", action="store_true", help="fp32 master copy of 16-bit weights")
+    e.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    e.add_argument("--grad-accum", type=int, default=1)
+    e.add_argument("--checkpointing", choices=CHECKPOINTING, default="none")
+    e.add_argument("--attention", choices=ATTENTION, default="sdpa")
+    e.add_argument("--trainable", choices=("all", "last-k", "lora", "qlora"), default="all")
+    e.add_argument("--last-k", type=int, default=1)
+    e.add_argument("--lora-rank", type=int, default=16)
+    e.add_argument("--lora-targets", default="all-linear", help="all-linear, attn, or e.g. q,k,v,o")
+    e.add_argument("--keep-logits", action="store_true")
+    e.add_argument("--weights", choices=WEIGHT_FORMATS, default="bf16", help="inference weights format")
+    e.add_argument("--group-size", type=int, default=64)
+    e.add_argument("--kv-dtype", choices=("auto", "fp32", "bf16", "fp16", "fp8"), default="auto")
+    e.add_argument("--cache", choices=("dynamic", "static"), default="dynamic")
+    e.add_argument("--full-logits", action="store_true")
+    e.add_argument("--gpus", type=int, default=1)
+    e.add_argument("--zero", type=int, choices=(0, 1, 2, 3), default=0)
+    e.add_argument("--tp", type=int, default=1)
+    e.add_argument("--pp", type=int, default=1)
+    e.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    e.add_argument("--reserve", type=float, default=0.05, help="allocator reserve as a fraction of the peak")
+    e.add_argument("--gpu", default=None, help="also say whether it fits this GPU (e.g. h100-sxm)")
+    e.add_argument("--json", action="store_true", help="print every component as JSON")
+    e.set_defaults(func=_cmd_estimate)
     return p
 
 
