@@ -235,3 +235,16 @@ def test_hf_decode_loop_simulated_equals_measured(cache):
 def test_decode_loop_bad_input():
     with pytest.raises(ValueError, match="cache"):
         decode_loop(torch.nn.Linear(1, 1), torch.zeros(1, 1, dtype=torch.long), 2, cache="paged")
+
+
+def test_validation_script_runs_on_cpu(tmp_path):
+    import json
+    import sys
+    sys.path.insert(0, "benchmarks")
+    from validate_simulate import main
+    out = tmp_path / "v.json"
+    res = main(["--device", "cpu", "--small", "--only", "train llama-tiny    autocast-bf16 ckpt=y", "--out", str(out)])
+    row, = res["rows"]
+    assert row["rel_error"] == 0 and row["real_peak"] == row["sim_peak"] > 0
+    saved = json.loads(out.read_text())
+    assert saved["provenance"]["torch"] == torch.__version__ and saved["summary"]["within_3_percent"] == 1

@@ -368,7 +368,9 @@ class Simulator(StorageTracker):
         # ``module.to(dtype)`` swaps fake parameters (torch.utils.swap_tensors), which refuses
         # tensors the fake-tensor converter still memoises weakly: forget them first
         self._orig_swap = torch.utils.swap_tensors
-        memo = self.fake_mode.fake_tensor_converter.tensor_memo
+        memo = getattr(getattr(self.fake_mode, "fake_tensor_converter", None), "tensor_memo", None)
+        if memo is None:
+            memo = {}
 
         def _swap(t1, t2):
             for k, v in list(memo.items()):
@@ -543,13 +545,20 @@ def _cache_tensors(cache: Any) -> list[torch.Tensor]:
     return out
 
 
+def _positions(mask: torch.Tensor, n: int) -> torch.Tensor:
+    """Position ids from the attention mask, as ``generate`` derives them (per sequence)."""
+    pos = mask.long().cumsum(-1) - 1
+    pos.masked_fill_(mask == 0, 1)
+    return pos[:, -n:]
+
+
 @torch.no_grad()
 def decode_loop(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
                 cache: str = "dynamic") -> torch.Tensor:
     """Greedy generation the way ``transformers``' ``generate`` runs it, without its
-    data-dependent stopping checks (which fake tensors cannot evaluate): one prefill
-    forward that keeps only the last position's logits, then ``max_new_tokens - 1`` decode
-    forwards of one token, with a ``DynamicCache`` (grows by concatenation) or a
+    data-dependent stopping checks (which fake tensors cannot evaluate): an all-ones
+    attention mask, one prefill forward that keeps only the last position's logits (copied
+    to fp32), then ``max_new_tokens - 1`` decode forwards of one token, with a ``DynamicCache`` (grows by concatenation) or a
     ``StaticCache`` (preallocated for prompt + new tokens).  Inside a simulation the phases
     are labelled ``prefill`` / ``decode`` and the cache tensors are marked ``kv_cache``.
     Returns the generated ids ``(batch, prompt + new)``.
@@ -573,21 +582,26 @@ def decode_loop(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens:
     else:
         pkv = DynamicCache(config=cfg) if "config" in DynamicCache.__init__.__code__.co_varnames else DynamicCache()
     ids = input_ids
+    mask = torch.ones_like(input_ids)        # generate() passes an all-ones attention mask
     pos = torch.arange(s, device=input_ids.device)
     with phase("prefill"):
-        out = model(input_ids=ids, past_key_values=pkv, use_cache=True, cache_position=pos,
-                    logits_to_keep=1)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask, s),
+                    past_key_values=pkv, use_cache=True, cache_position=pos, logits_to_keep=1)
         mark(_cache_tensors(pkv), "kv_cache")
-        nxt = out.logits[:, -1, :].to(dtype=torch.float32).argmax(-1, keepdim=True)
-        del out
+        logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)   # as generate() does
+        nxt = logits.argmax(-1, keepdim=True)
         ids = torch.cat([ids, nxt], dim=-1)
+        mask = torch.cat([mask, mask.new_ones((B, 1))], dim=-1)
+        del out, logits
     with phase("decode"):
         for i in range(max_new_tokens - 1):
             pos = torch.tensor([s + i], device=input_ids.device)
-            out = model(input_ids=nxt, past_key_values=pkv, use_cache=True, cache_position=pos,
-                        logits_to_keep=1)
+            out = model(input_ids=nxt, attention_mask=mask, position_ids=_positions(mask, 1),
+                        past_key_values=pkv, use_cache=True, cache_position=pos, logits_to_keep=1)
             mark(_cache_tensors(pkv), "kv_cache")
-            nxt = out.logits[:, -1, :].to(dtype=torch.float32).argmax(-1, keepdim=True)
-            del out
+            logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
+            nxt = logits.argmax(-1, keepdim=True)
             ids = torch.cat([ids, nxt], dim=-1)
+            mask = torch.cat([mask, mask.new_ones((B, 1))], dim=-1)
+            del out, logits
     return ids
