@@ -158,20 +158,20 @@ class SimulationResult:
         ax.stackplot(xs, ys, labels=cats, colors=[colors[c] for c in cats], step="post")
         ax.axvline(self.peak_event, color="k", lw=0.8, ls="--")
         ax.annotate(f"peak {self.peak / div:.2f} {unit}\n{self.peak_phase}",
-                    (self.peak_event, self.peak / div), xytext=(5, -5), textcoords="offset points",
-                    va="top", fontsize=8)
+                    (self.peak_event, self.peak / div), xytext=(4, -4), textcoords="offset points",
+                    va="top", fontsize=8, bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.8))
         if label_phases:
             top = self.peak / div
             for ph, a, b in self.phases():
-                if b - a < len(xs) / 40:
+                if b - a < len(xs) / 12:   # label only the phases wide enough to read
                     continue
                 ax.axvline(a, color="0.6", lw=0.5)
-                ax.text((a + b) / 2, top * 1.02, ph, ha="center", va="bottom", fontsize=7, rotation=0)
-            ax.set_ylim(0, top * 1.15)
+                ax.text((a + b) / 2, top * 1.03, ph, ha="center", va="bottom", fontsize=7)
+            ax.set_ylim(0, top * 1.12)
         ax.set_xlim(0, len(xs) - 1)
         ax.set_xlabel("allocation / free event")
         ax.set_ylabel(f"live tensor memory ({unit})")
-        ax.legend(loc="upper left", fontsize=7, ncol=2, frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         return ax
 
 
@@ -262,7 +262,7 @@ class Simulator(StorageTracker):
         elif self._mod_stack:
             auto = f"forward {step}"
         else:
-            auto = f"between ops (step {step})" if self._opt_steps else "setup"
+            auto = f"after optimizer step {self._opt_steps}" if self._opt_steps else "setup"
         if self._user_phase:
             return self._user_phase[-1] if not self._mod_stack or "forward" in auto else f"{self._user_phase[-1]}: {auto}"
         return auto
