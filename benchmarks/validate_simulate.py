@@ -42,8 +42,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vramlib import track_memory  # noqa: E402
-from vramlib.simulate import decode_loop, simulate  # noqa: E402
+from vramlib import fmt_bytes, track_memory  # noqa: E402
+from vramlib.simulate import Simulator, decode_loop  # noqa: E402
 
 # Model configurations: real published architectures (full) and tiny ones of the same
 # families for the CPU (small).  Parameter counts are printed per case.
@@ -91,10 +91,11 @@ def make_grid(small: bool) -> list[dict]:
                 cases.append(dict(kind="train", model=name, mode=mode, checkpointing=ckpt, batch=batch, seq=seq,
                                   optimizer="AdamW", steps=2))
     for name in models:
-        for b, p in gen_shapes:
+        for i, (b, p) in enumerate(gen_shapes):
             for cache in ("dynamic", "static"):
+                # loop_check: also measure decode_loop for real (one shape per model and cache)
                 cases.append(dict(kind="generate", model=name, dtype="bf16", batch=b, prompt=p,
-                                  new_tokens=new_tokens, cache=cache))
+                                  new_tokens=new_tokens, cache=cache, loop_check=i == len(gen_shapes) - 1))
     return cases
 
 
@@ -173,10 +174,14 @@ def measure_real(fn, device: torch.device) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     t0 = time.perf_counter()
+    req0 = torch.cuda.memory_stats(device).get("requested_bytes.all.current", 0) if device.type == "cuda" else 0
     with torch.device(device), track_memory(device) as rep:
         out = fn()
-    return dict(peak=rep.peak, reserved_peak=rep.reserved_peak, baseline=rep.baseline,
-                seconds=round(time.perf_counter() - t0, 2), params=out)
+    m = dict(peak=rep.peak, reserved_peak=rep.reserved_peak, baseline=rep.baseline,
+             seconds=round(time.perf_counter() - t0, 2), params=out)
+    if device.type == "cuda":   # the allocator's peak of requested (unrounded) bytes, for the unrounded simulation
+        m["requested_peak"] = torch.cuda.memory_stats(device).get("requested_bytes.all.peak", 0) - req0
+    return m
 
 
 def warm_up(device: torch.device) -> None:
@@ -222,12 +227,16 @@ def run_case(case: dict, models: dict, device: torch.device) -> dict:
         extra = None
     else:
         sim_fn, real_fn = gen_fns(case, models, device)
-        extra = sim_fn  # the real decode loop, as a cross-check of loop vs generate
+        extra = sim_fn if case.get("loop_check") else None  # the real decode loop: loop vs generate
     try:
         t0 = time.perf_counter()
-        res = simulate(sim_fn, device=device.type, round_to=round_to, timeline=False)
-        row.update(sim_peak=res.peak, sim_phase=res.peak_phase, sim_breakdown=res.breakdown,
-                   sim_seconds=round(time.perf_counter() - t0, 2), params=res.result)
+        sim = Simulator(device=device.type, round_to=round_to, timeline=False)
+        with sim:
+            params = sim_fn()
+        res = sim.result(params)
+        sim.round_to = None   # the same run without the allocator's rounding
+        row.update(sim_peak=res.peak, sim_peak_unrounded=sim.result().peak, sim_phase=res.peak_phase,
+                   sim_breakdown=res.breakdown, sim_seconds=round(time.perf_counter() - t0, 2), params=params)
     except Exception as e:  # noqa: BLE001
         row.update(sim_error=f"{type(e).__name__}: {e}"[:500], sim_traceback=traceback.format_exc()[-2000:])
     for key, fn in (("real", real_fn), ("real_loop", extra)):
@@ -237,6 +246,8 @@ def run_case(case: dict, models: dict, device: torch.device) -> dict:
             m = measure_real(fn, device)
             row.update({f"{key}_peak": m["peak"], f"{key}_reserved_peak": m["reserved_peak"],
                         f"{key}_seconds": m["seconds"]})
+            if "requested_peak" in m:
+                row[f"{key}_requested_peak"] = m["requested_peak"]
             row.setdefault("params", m["params"])
         except torch.OutOfMemoryError as e:
             row[f"{key}_error"] = f"OutOfMemoryError: {str(e)[:300]}"
@@ -285,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = run_case(case, models, device)
         out["rows"].append(row)
         err = f"{100 * row['rel_error']:+7.2f}%" if "rel_error" in row else "   n/a  "
-        gib = lambda k: f"{row[k] / 2**30:8.3f} GiB" if k in row else "       n/a  "  # noqa: E731
+        gib = lambda k: f"{fmt_bytes(row[k]):>11}" if k in row else f"{'n/a':>11}"  # noqa: E731
         note = row.get("sim_phase", "") or row.get("sim_error", "")
         if "real_error" in row:
             note += f" [real: {row['real_error'][:80]}]"
