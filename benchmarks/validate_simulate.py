@@ -74,7 +74,8 @@ SMALL_MODELS = {
     "qwen2-tiny": ("qwen2", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
                                  tie_word_embeddings=True)),
-    "gpt2-tiny": ("gpt2", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=512, n_positions=512)),
+    "gpt2-tiny": ("gpt2", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=512, n_positions=512,
+                               bos_token_id=0, eos_token_id=0)),
 }
 TRAIN_MODES = ["fp32", "autocast-bf16", "bf16"]
 
