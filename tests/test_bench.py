@@ -203,3 +203,14 @@ def test_runtime_memory_weights_exact_and_activations_unchanged():
     assert d["forward_peak"] >= 64 * 256 * 4
     with pytest.raises(ValueError, match="variant"):
         runtime_memory(cfg, 1, "int3", "cpu")
+
+
+def test_percent_of_peak_compares_sparse_rates_with_the_sparse_peak():
+    from vramlib.bench import BenchResult, percent_of_peak
+    from vramlib.gpus import get_gpu
+
+    h100 = get_gpu("h100-sxm")
+    dense = BenchResult(name="bf16", kind="bf16", work=989.5e12, seconds=1.0)
+    sparse = BenchResult(name="2:4 bf16", kind="sparse24-bf16", work=989.5e12, seconds=1.0)
+    assert abs(percent_of_peak(dense, h100) - 100.0) < 1e-9
+    assert abs(percent_of_peak(sparse, h100) - 50.0) < 1e-9  # sparse peak = 2 x dense
