@@ -5,7 +5,7 @@
     python scripts/train_zoo.py --refresh-corpus           # re-snapshot pydoc_data.topics
 
 Seeded: the same torch build on the same CPU reproduces the same state dict.  On a 2-core CPU
-the language model takes about 10 minutes (0.7 s a step on one thread) and the classifier a few seconds.
+the language model takes about 5 minutes (0.4 s a step on one thread) and the classifier a few seconds.
 """
 
 from __future__ import annotations

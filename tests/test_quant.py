@@ -1,0 +1,203 @@
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vramlib import param_bytes
+from vramlib import quant as Q
+
+
+def test_number_format_table_from_torch():
+    f = {x.name: x for x in Q.number_formats()}
+    assert f["FP16"].max == 65504.0 and f["BF16"].eps == 2.0 ** -7
+    assert f["FP8 E4M3"].max == 448.0 and f["FP8 E5M2"].max == 57344.0
+    assert f["INT8"].max == 127 and f["INT4"].max == 7
+    assert [x.bits for x in Q.number_formats()] == [32, 16, 16, 8, 8, 32, 16, 8, 4, 4]
+
+
+def test_bit_layouts_known_answers():
+    assert Q.bit_layout(1.0, torch.float32) == "0|01111111|" + "0" * 23
+    assert Q.bit_layout(-2.0, torch.bfloat16) == "1|10000000|0000000"
+    assert Q.bit_layout(1.5, torch.float16) == "0|01111|1000000000"
+    assert Q.bit_layout(448.0, torch.float8_e4m3fn) == "0|1111|110"
+    assert Q.bit_layout(-1, torch.int8) == "11111111"
+    with pytest.raises(TypeError):
+        Q.bit_layout(1.0, torch.float64)
+
+
+def test_nf4_levels_match_qlora_table():
+    lv = Q.nf4_levels()
+    ref = torch.tensor([-1.0, -0.6961928, -0.5250731, -0.3949175, -0.2844414, -0.1847734, -0.0910500, 0.0,
+                        0.0795803, 0.1609302, 0.2461123, 0.3379152, 0.4407098, 0.5626170, 0.7229568, 1.0])
+    torch.testing.assert_close(lv, ref, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype,e,m", [(torch.float16, 5, 10), (torch.bfloat16, 8, 7),
+                                       (torch.float8_e4m3fn, 4, 3), (torch.float8_e5m2, 5, 2)])
+def test_round_to_float_matches_torch_casts(dtype, e, m):
+    torch.manual_seed(0)
+    fmax = torch.finfo(dtype).max
+    x = torch.cat([torch.randn(20000) * s for s in (1e-3, 1.0, 30.0)])
+    x = x[x.abs() < fmax]
+    ours = Q.round_to_float(x, e, m, max_value=fmax)
+    torch.testing.assert_close(ours, x.to(dtype).float(), rtol=0, atol=0)
+
+
+def test_qrange_and_params():
+    assert Q.qrange(8) == (-127, 127) and Q.qrange(8, symmetric=False) == (0, 255)
+    assert Q.qrange(4) == (-7, 7)
+    s, z = Q.quant_params(torch.tensor(-1.0), torch.tensor(3.0), 8, symmetric=False)
+    assert s.item() == pytest.approx(4 / 255) and z.item() == round(1 / (4 / 255))
+    s, z = Q.quant_params(torch.tensor(-1.0), torch.tensor(3.0), 8, symmetric=True)
+    assert s.item() == pytest.approx(3 / 127) and z.item() == 0
+    with pytest.raises(ValueError):
+        Q.qrange(1)
+    with pytest.raises(ValueError):
+        Q.qrange(0, symmetric=False)
+
+
+def test_round_trip_error_is_at_most_half_a_step():
+    torch.manual_seed(0)
+    x = torch.randn(64, 256)
+    for bits in (2, 4, 8):
+        for sym in (True, False):
+            qt = Q.quantize_tensor(x, bits, sym, "channel")
+            err = (qt.dequantize() - x).abs()
+            assert (err <= qt.scale / 2 + 1e-6).all()
+            # codes in the declared range
+            qmin, qmax = Q.qrange(bits, sym)
+            assert qt.q.min() >= qmin and qt.q.max() <= qmax
+    # exactly representable values survive unchanged
+    grid = torch.arange(-127, 128).float() * 0.01
+    torch.testing.assert_close(Q.fake_quantize(grid, 8), grid)
+
+
+def test_matches_torch_fake_quantize_per_tensor_and_per_channel():
+    torch.manual_seed(0)
+    x = torch.randn(32, 64) * 3
+    qt = Q.quantize_tensor(x, 8, symmetric=False, granularity="tensor")
+    ref = torch.fake_quantize_per_tensor_affine(x, qt.scale.item(), int(qt.zero_point.item()), 0, 255)
+    torch.testing.assert_close(qt.dequantize(), ref)
+    ref_q = torch.quantize_per_tensor(x, qt.scale.item(), int(qt.zero_point.item()), torch.quint8).int_repr()
+    assert torch.equal(qt.q.reshape(x.shape), ref_q.int())
+    qc = Q.quantize_tensor(x, 8, symmetric=True, granularity="channel")
+    ref = torch.fake_quantize_per_channel_affine(x, qc.scale.flatten(), qc.zero_point.flatten().int(), 0, -127, 127)
+    torch.testing.assert_close(qc.dequantize(), ref)
+
+
+def test_sqnr_gains_six_db_per_bit():
+    torch.manual_seed(0)
+    x = torch.rand(200_000) * 2 - 1           # full-scale uniform signal: SQNR = 6.02 b dB
+    s = [Q.sqnr_db(x, Q.fake_quantize(x, b, symmetric=False)) for b in range(4, 11)]
+    slopes = [b - a for a, b in zip(s, s[1:])]
+    assert all(abs(d - 20 * math.log10(2)) < 0.3 for d in slopes)
+    assert s[4] == pytest.approx(6.02 * 8, abs=0.5)
+    assert Q.sqnr_db(x, x) == float("inf")
+
+
+def test_finer_granularity_never_worse_and_calibration_methods():
+    torch.manual_seed(0)
+    w = torch.randn(64, 128) * torch.logspace(-1, 1, 64).unsqueeze(1)   # rows of very different scale
+    e = {g: (Q.fake_quantize(w, 4, granularity=g, group_size=32) - w).pow(2).mean().item()
+         for g in ("tensor", "channel", "group")}
+    assert e["group"] <= e["channel"] < e["tensor"]
+    x = torch.randn(1, 100_000)
+    x[0, 0] = 50.0                                                  # one outlier
+    lo, hi = Q.observe_range(x, "minmax")
+    assert hi.item() == 50.0
+    lo_p, hi_p = Q.observe_range(x, "percentile", percentile=99.9)
+    assert 2.5 < hi_p.item() < 4.0
+    err = {m: (Q.fake_quantize(x, 4, method=m) - x).pow(2).mean().item() for m in ("minmax", "mse")}
+    assert err["mse"] < err["minmax"] / 5
+    with pytest.raises(ValueError):
+        Q.observe_range(x, "entropy")
+    with pytest.raises(ValueError):
+        Q.fake_quantize(w, 4, granularity="group", group_size=48)
+
+
+def test_ste_gradient_matches_torch():
+    torch.manual_seed(0)
+    x1 = (torch.randn(1000) * 2).requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    s, z = 0.02, 3
+    y1 = Q.FakeQuantSTE.apply(x1, torch.tensor(s), torch.tensor(float(z)), -128, 127)
+    y2 = torch.fake_quantize_per_tensor_affine(x2, s, z, -128, 127)
+    torch.testing.assert_close(y1, y2)
+    g = torch.randn(1000)
+    y1.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    assert 0 < (x1.grad == 0).float().mean() < 1     # some values clipped, some passed
+
+
+def test_int4_pack_round_trip():
+    q = torch.arange(-8, 8).repeat(3, 2)
+    p = Q.pack_int4(q)
+    assert p.dtype == torch.uint8 and p.shape == (3, 16)
+    assert torch.equal(Q.unpack_int4(p).long(), q)
+    with pytest.raises(ValueError):
+        Q.pack_int4(torch.tensor([[8, 0]]))
+
+
+@pytest.mark.parametrize("bits,group", [(8, None), (4, 32)])
+def test_quant_linear_bytes_and_accuracy(bits, group):
+    torch.manual_seed(0)
+    lin = nn.Linear(128, 64)
+    ql = Q.QuantLinear(lin, bits, group)
+    n_scales = 64 * (128 // (group or 128))
+    assert param_bytes(ql, buffers=True) == 64 * 128 * bits // 8 + 2 * n_scales + 4 * 64
+    x = torch.randn(10, 128)
+    rel = ((ql(x) - lin(x)).norm() / lin(x).norm()).item()
+    assert rel < (0.01 if bits == 8 else 0.15)
+    with pytest.raises(ValueError):
+        Q.QuantLinear(lin, bits=3)
+
+
+def test_quantize_weights_replaces_linears_and_skips_head():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    qm = Q.quantize_weights(m, bits=8, skip=("2",))
+    assert isinstance(qm[0], Q.QuantLinear) and type(qm[2]) is nn.Linear
+    assert type(m[0]) is nn.Linear                    # the original is untouched
+
+
+def test_sim_w8a8_close_and_agrees_with_quantize_dynamic():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
+    x = torch.randn(256, 64)
+    ref = m(x)
+    sim = Q.quantize_sim(m, 8, 8, a_mode="dynamic-tensor", w_granularity="tensor", skip=())
+    dyn = torch.ao.quantization.quantize_dynamic(m, {nn.Linear}, dtype=torch.qint8)
+    e_sim = ((sim(x) - ref).norm() / ref.norm()).item()
+    e_dyn = ((dyn(x) - ref).norm() / ref.norm()).item()
+    assert e_sim < 0.02 and e_dyn < 0.04          # torch x86 dynamic int8 uses 7-bit activations (reduce_range)
+    assert ((sim(x) - dyn(x)).norm() / ref.norm()).item() < 0.04
+    stat = Q.quantize_sim(m, 8, 8, a_mode="static", calib=[x[:64]], skip=())
+    assert ((stat(x) - ref).norm() / ref.norm()).item() < 0.05
+
+
+def test_llm_int8_decomposition_rescues_outlier_columns():
+    torch.manual_seed(0)
+    lin = nn.Linear(256, 64)
+    x = torch.randn(32, 256)
+    x[:, 7] *= 60                                     # one outlier feature dimension
+    ref = lin(x)
+    err = lambda y: ((y - ref).norm() / ref.norm()).item()  # noqa: E731
+    plain = Q.Int8OutlierLinear(lin, threshold=None)
+    dec = Q.Int8OutlierLinear(lin, threshold=6.0)
+    e_plain, e_dec = err(plain(x)), err(dec(x))
+    assert dec.last_outlier_fraction == pytest.approx(1 / 256)
+    assert e_dec < e_plain / 3
+
+
+def test_qat_linear_trains_and_prepare_qat():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
+    qm = Q.prepare_qat(m, w_bits=2, skip=())
+    assert all(isinstance(qm[i], Q.QATLinear) for i in (0, 2))
+    w = qm[0].quantized_weight()
+    assert all(len(torch.unique(r)) <= 3 for r in w)          # 2-bit symmetric: {-s, 0, s} per row
+    x = torch.randn(8, 16)
+    qm(x).sum().backward()
+    assert qm[0].weight.grad is not None and qm[0].weight.grad.abs().sum() > 0
