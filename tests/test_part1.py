@@ -177,3 +177,21 @@ def test_fsdp_demo_shards_state():
     for r in rows:
         assert abs(r["param_bytes"] - 4 * P / 2) / (4 * P / 2) < 0.05
         assert abs(r["optimizer_bytes"] - 8 * P / 2) / (8 * P / 2) < 0.05
+
+
+# -- budget ----------------------------------------------------------------------------
+def test_budget_tracker_and_largest_batch():
+    from vramlib.budget import largest_batch, try_step
+
+    def make(b):
+        return lambda: torch.empty(b, 1024, dtype=torch.uint8)      # b KiB
+
+    out = try_step(make(10), budget=8 * 1024)
+    assert not out.ok and "out of memory" in out.error
+    assert try_step(make(8), budget=8 * 1024).peak == 8 * 1024
+    best, log = largest_batch(make, budget=100 * 1024)
+    assert best == 100 and log[0][0] == 1
+    best, _ = largest_batch(make, budget=100 * 1024, base=50 * 1024)
+    assert best == 50
+    with pytest.raises(ValueError):
+        try_step(make(1))

@@ -177,3 +177,38 @@ def per_gpu_training_bytes(n_params: int, n_gpus: int, strategy: str = "dp", pol
         "zero3": tuple(full), "fsdp": tuple(full), "tp": tuple(full), "pp": tuple(full),
     }[strategy]
     return {k: (-(-v // n_gpus) if k in sharded else v) for k, v in full.items()}
+
+
+def list_saved_tensors(model, fn) -> list[dict]:
+    """Run ``fn()`` (a forward pass of ``model``) and list every tensor autograd saves for
+    backward, via ``torch.autograd.graph.saved_tensors_hooks``: the module that was running
+    (deepest one), shape, dtype, bytes, and whether it is a parameter or a storage already
+    listed (``shared``).  Defined in Part I, "Pretraining"."""
+    import torch
+
+    stack: list[str] = []
+    hooks = []
+    for name, mod in model.named_modules():
+        hooks.append(mod.register_forward_pre_hook(lambda m, a, n=name: (stack.append(n), None)[1]))
+        hooks.append(mod.register_forward_hook(lambda m, a, o: (stack.pop(), None)[1]))
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+    rows: list[dict] = []
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr()
+        kind = "parameter" if key in params else ("shared" if key in seen else "activation")
+        seen.add(key)
+        rows.append({"module": stack[-1] if stack else "", "shape": tuple(t.shape),
+                     "dtype": str(t.dtype).replace("torch.", ""),
+                     "bytes": t.untyped_storage().nbytes(), "kind": kind,
+                     "made_by": type(t.grad_fn).__name__.replace("Backward0", "") if t.grad_fn else "input"})
+        return t
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn()
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
