@@ -98,6 +98,23 @@ def quantize_int8(w: torch.Tensor):
     return q, scales
 
 
+class _Matmul4bit(torch.autograd.Function):
+    """``x @ dequant(W)ᵀ`` that saves only the packed codes and scales for backward and
+    dequantizes again there (as QLoRA's kernels do), so no full-size weight copy stays alive."""
+
+    @staticmethod
+    def forward(ctx, x, packed, scales, shape, kind):
+        ctx.save_for_backward(packed, scales)
+        ctx.shape, ctx.kind = shape, kind
+        return x @ dequantize_4bit(packed, scales, shape, kind, x.dtype).t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        packed, scales = ctx.saved_tensors
+        w = dequantize_4bit(packed, scales, ctx.shape, ctx.kind, grad.dtype)
+        return grad @ w, None, None, None, None
+
+
 class Linear4bit(nn.Module):
     """A frozen linear layer whose weight is stored as packed 4-bit codes + group scales.
 
@@ -118,9 +135,8 @@ class Linear4bit(nn.Module):
         return self.packed.numel() + self.scales.numel() * self.scales.element_size()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = dequantize_4bit(self.packed, self.scales, self.shape, self.kind, x.dtype)
-        b = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, w, b)
+        y = _Matmul4bit.apply(x, self.packed, self.scales, self.shape, self.kind)
+        return y if self.bias is None else y + self.bias.to(x.dtype)
 
 
 class Linear8bit(nn.Module):

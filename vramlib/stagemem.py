@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["DTYPE_BYTES", "POLICIES", "OPTIMIZER_SLOTS", "training_state_bytes",
-           "gpt_activation_bytes", "gpt_train_peak_bytes", "rule_a6", "rule_a7", "rule_a9",
+           "gpt_activation_bytes", "gpt_train_peak_bytes", "finetune_activation_bytes", "list_saved_tensors", "rule_a6", "rule_a7", "rule_a9",
            "rule_a11", "per_gpu_training_bytes", "STRATEGIES"]
 
 #: Bytes per element of the formats Part I uses.
@@ -121,6 +121,29 @@ def gpt_train_peak_bytes(cfg, batch: int, seq: int, bytes_per_elem: float = 4,
     return int(max(start, end))
 
 
+def finetune_activation_bytes(cfg, batch: int, seq: int, mode: str = "full", trainable_blocks: int = 1,
+                              rank: int = 8, adapted_per_block: int = 4, bytes_per_elem: float = 4) -> int:
+    """Saved activations of the book's GPT (``sdpa``, frozen tied embedding/LM head unless
+    ``mode="full"``) when fine-tuning.  ``"frozen"``: only the last ``trainable_blocks`` blocks
+    train — autograd saves nothing for the frozen blocks below, whose inputs need no gradient,
+    nor the final LayerNorm's output (the frozen LM head needs no weight gradient), nor the
+    position ids.  ``"lora"``/``"qlora"``: every block saves what it saves in full training,
+    except block 0's first LayerNorm input (frozen, its input needs no gradient), plus one
+    ``N × rank`` tensor per adapted matrix.  Defined in Part I, "Fine-tuning"."""
+    if mode not in ("full", "frozen", "lora", "qlora"):
+        raise ValueError(f"mode must be 'full', 'frozen', 'lora' or 'qlora', got {mode!r}")
+    act = gpt_activation_bytes(cfg, batch, seq, bytes_per_elem, "sdpa")
+    if mode == "full":
+        return act["total"]
+    N, d, b = batch * seq, cfg.d_model, bytes_per_elem
+    head = act["head"] - seq * 8 - N * d * b
+    if mode == "frozen":
+        if not 0 <= trainable_blocks <= cfg.n_layer:
+            raise ValueError(f"trainable_blocks must be in 0..{cfg.n_layer}, got {trainable_blocks!r}")
+        return int(trainable_blocks * act["per_layer"] + head)
+    return int(act["layers"] - (N * d * b + 2 * N * 4) + cfg.n_layer * adapted_per_block * N * rank * b + head)
+
+
 def rule_a6(n_params: int, activations_per_sample: int, batch: int) -> int:
     """Source claim A6, literally: ``(P + B·A + P + 2P) × 4`` bytes.
 
@@ -182,8 +205,8 @@ def per_gpu_training_bytes(n_params: int, n_gpus: int, strategy: str = "dp", pol
 def list_saved_tensors(model, fn) -> list[dict]:
     """Run ``fn()`` (a forward pass of ``model``) and list every tensor autograd saves for
     backward, via ``torch.autograd.graph.saved_tensors_hooks``: the module that was running
-    (deepest one), shape, dtype, bytes, and whether it is a parameter or a storage already
-    listed (``shared``).  Defined in Part I, "Pretraining"."""
+    (deepest one), shape, dtype, bytes, and whether it is a ``parameter`` (or buffer), an
+    ``activation``, or a storage already listed (``shared``).  Defined in Part I, "Pretraining"."""
     import torch
 
     stack: list[str] = []
@@ -192,6 +215,7 @@ def list_saved_tensors(model, fn) -> list[dict]:
         hooks.append(mod.register_forward_pre_hook(lambda m, a, n=name: (stack.append(n), None)[1]))
         hooks.append(mod.register_forward_hook(lambda m, a, o: (stack.pop(), None)[1]))
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    params |= {b.untyped_storage().data_ptr() for b in model.buffers() if b is not None}
     seen: set[int] = set()
     rows: list[dict] = []
 
