@@ -1,0 +1,96 @@
+"""vramlib.estimate — how much memory a model needs to train, fine-tune or serve, component by
+component, derived for the code that runs (PyTorch eager + Hugging Face ``transformers``) and
+checked against the allocator (``benchmarks/validate_estimator.py``).
+
+Public entry points::
+
+    from vramlib.estimate import estimate_training, estimate_inference, load_model_config
+    b = estimate_training("llama-3.2-1b", batch=4, seq_len=2048, weights_dtype="bf16")
+    print(b.table()); b.fits("h100-sxm")
+
+Defined in Part I, "The calculator" (the section of each formula is named in its module).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .breakdown import COMPONENTS, OVERHEADS, Breakdown
+from .config import FAMILIES, ModelSpec, dense_transformer, list_models, load_model_config
+from .inference import InferenceScenario, estimate_inference_spec
+from .parallel import ParallelConfig, shard_factors
+from .params import ParamCount, count_params
+from .rules import (article_inference_rule, article_quantized_rule, article_simple_rule,
+                    article_training_rule)
+from .solve import max_batch, max_context
+from .training import TrainScenario, estimate_training_spec
+
+__all__ = ["estimate_training", "estimate_inference", "load_model_config", "list_models", "count_params",
+           "Breakdown", "ModelSpec", "ParamCount", "TrainScenario", "InferenceScenario", "ParallelConfig",
+           "dense_transformer", "max_batch", "max_context", "article_training_rule", "article_simple_rule",
+           "article_inference_rule", "article_quantized_rule", "COMPONENTS", "OVERHEADS", "FAMILIES",
+           "num_params"]
+
+#: Typical framework overhead on a Hopper GPU with torch 2.x: CUDA context + cuBLAS/cuDNN
+#: handles and kernels loaded (measured by nvidia-smi minus reserved memory).
+CUDA_CONTEXT_BYTES = 600 * 2**20
+
+
+def _overhead(peak: int, device: str, cuda_context: int | None, reserve_fraction: float) -> dict[str, int]:
+    if device != "cuda":
+        return {}
+    if not (isinstance(reserve_fraction, (int, float)) and 0.0 <= reserve_fraction < 1.0):
+        raise ValueError(f"reserve_fraction must be in [0, 1), got {reserve_fraction!r}")
+    ctx = CUDA_CONTEXT_BYTES if cuda_context is None else cuda_context
+    if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 0:
+        raise ValueError(f"cuda_context must be a byte count ≥ 0 or None, got {cuda_context!r}")
+    return {"cuda context": ctx, "allocator reserve": int(peak * reserve_fraction)}
+
+
+def num_params(model: Any) -> int:
+    """Exact parameter count of a model (name, config dict/path, GPTConfig or ModelSpec).
+
+    Defined in Part I, "Anatomy of memory"."""
+    return count_params(load_model_config(model)).total
+
+
+def estimate_training(model: Any, batch: int, seq_len: int, *, num_gpus: int = 1, zero: int = 0,
+                      tp: int = 1, pp: int = 1, cuda_context: int | None = None,
+                      reserve_fraction: float = 0.05, **scenario: Any) -> Breakdown:
+    """Per-GPU peak memory of one training step (a :class:`Breakdown`).
+
+    ``model``: a bundled name (:func:`list_models`), a ``config.json`` path or dict, a
+    ``GPTConfig`` or a :class:`ModelSpec`.  ``scenario`` keys are the fields of
+    :class:`TrainScenario` (``weights_dtype``, ``autocast``, ``optimizer``, ``grad_accum``,
+    ``checkpointing``, ``attention``, ``trainable``, ``last_k``, ``lora_rank``, ...).
+    ``num_gpus``/``zero`` (0–3, 3 = FSDP full shard)/``tp``/``pp`` split the work
+    (:mod:`vramlib.estimate.parallel`).  Overhead lines (CUDA context, allocator reserve as a
+    fraction of the peak) are reported apart from the tensors.
+
+    Defined in Part I, "Pretraining" and "Beyond one GPU".
+    """
+    spec = load_model_config(model)
+    sc = TrainScenario(batch=batch, seq_len=seq_len, **scenario)
+    par = ParallelConfig(num_gpus=num_gpus, zero=zero, tp=tp, pp=pp)
+    b = estimate_training_spec(spec, sc, shard=shard_factors(spec, par))
+    b.overhead = _overhead(b.peak, sc.device, cuda_context, reserve_fraction)
+    b.scenario.update(par.to_dict())
+    return b
+
+
+def estimate_inference(model: Any, batch: int = 1, prompt_len: int = 512, new_tokens: int = 128, *,
+                       tp: int = 1, pp: int = 1, cuda_context: int | None = None,
+                       reserve_fraction: float = 0.05, **scenario: Any) -> Breakdown:
+    """Per-GPU peak memory of ``model.generate`` (a :class:`Breakdown`).
+
+    ``scenario`` keys are the fields of :class:`InferenceScenario` (``weights``,
+    ``group_size``, ``kv_dtype``, ``cache`` ``"dynamic"``/``"static"``, ``full_logits``, ...).
+    Defined in Part I, "Inference".
+    """
+    spec = load_model_config(model)
+    sc = InferenceScenario(batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, **scenario)
+    par = ParallelConfig(num_gpus=tp * pp, zero=0, tp=tp, pp=pp)
+    b = estimate_inference_spec(spec, sc, shard=shard_factors(spec, par))
+    b.overhead = _overhead(b.peak, sc.device, cuda_context, reserve_fraction)
+    b.scenario.update(par.to_dict())
+    return b

@@ -1,0 +1,291 @@
+"""Model architectures for the estimator: Hugging Face ``config.json`` files, bundled configs,
+the book's own :class:`vramlib.models.GPTConfig`, and generic dense transformers by size.
+
+Every source is normalised into one :class:`ModelSpec`, the small set of numbers that the
+parameter count and the memory formulas need (widths, heads, KV heads, head size, MLP kind,
+norms, biases, tying, experts, sliding window).
+
+Defined in Part I, "Anatomy of memory" (what a model's shape says about its bytes) and
+Part I, "The calculator" (loading a model by name or config).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["ModelSpec", "FAMILIES", "load_model_config", "list_models", "from_hf_config",
+           "dense_transformer"]
+
+#: ``model_type`` values of Hugging Face configs that the estimator understands.
+FAMILIES = ("llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox", "mixtral")
+
+_MLP_KINDS = ("gated", "plain")
+_NORMS = ("rmsnorm", "layernorm")
+_POS = ("rope", "learned")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer, reduced to what memory depends on.
+
+    ``mlp="gated"`` is SwiGLU/GeGLU (gate, up, down matrices); ``"plain"`` is
+    fc → activation → proj.  ``fused_qkv`` / ``fused_gate_up`` say whether the projections
+    are one matrix (GPT-2, GPT-NeoX, Phi-3, the book's GPT), which changes the activations
+    kept for backward, not the parameter count.  ``num_experts`` > 1 is a mixture of experts
+    with ``experts_per_token`` experts active per token.
+
+    Defined in Part I, "Anatomy of memory".
+    """
+
+    name: str
+    family: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    mlp: str = "gated"
+    activation: str = "silu"
+    norm: str = "rmsnorm"
+    norm_bias: bool = False
+    norms_per_layer: int = 2
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    lm_head_bias: bool = False
+    fused_qkv: bool = False
+    fused_gate_up: bool = False
+    tie_embeddings: bool = False
+    position: str = "rope"
+    max_position_embeddings: int = 2048
+    num_experts: int = 1
+    experts_per_token: int = 1
+    sliding_window: int | None = None
+    parallel_residual: bool = False
+    dropout: float = 0.0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for f in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                  "intermediate_size", "norms_per_layer", "max_position_embeddings", "num_experts",
+                  "experts_per_token"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"model {self.name!r}: {f} must be a positive integer, got {v!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"model {self.name!r}: num_heads ({self.num_heads}) must be a multiple of "
+                             f"num_key_value_heads ({self.num_kv_heads})")
+        if self.experts_per_token > self.num_experts:
+            raise ValueError(f"model {self.name!r}: experts_per_token ({self.experts_per_token}) exceeds "
+                             f"num_experts ({self.num_experts})")
+        if self.mlp not in _MLP_KINDS:
+            raise ValueError(f"model {self.name!r}: mlp must be one of {_MLP_KINDS}, got {self.mlp!r}")
+        if self.norm not in _NORMS:
+            raise ValueError(f"model {self.name!r}: norm must be one of {_NORMS}, got {self.norm!r}")
+        if self.position not in _POS:
+            raise ValueError(f"model {self.name!r}: position must be one of {_POS}, got {self.position!r}")
+        if self.sliding_window is not None and (isinstance(self.sliding_window, bool) or
+                                                not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
+            raise ValueError(f"model {self.name!r}: sliding_window must be a positive integer or None")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"model {self.name!r}: dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection, ``num_heads × head_dim`` (≠ hidden_size for Gemma)."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the key (and of the value) projection, ``num_kv_heads × head_dim``."""
+        return self.num_kv_heads * self.head_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> "ModelSpec":
+        """A copy with some fields changed (validated again)."""
+        d = asdict(self)
+        unknown = set(changes) - set(d)
+        if unknown:
+            raise ValueError(f"unknown ModelSpec fields {sorted(unknown)}; allowed: {sorted(d)}")
+        d.update(changes)
+        return ModelSpec(**d)
+
+
+def _int(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
+    for k in keys:
+        if k in cfg and cfg[k] is not None:
+            return cfg[k]
+    if default is None:
+        raise ValueError(f"config lacks {keys[0]!r} (also tried {list(keys[1:])})" if len(keys) > 1
+                         else f"config lacks {keys[0]!r}")
+    return default
+
+
+def from_hf_config(cfg: Mapping[str, Any], name: str | None = None) -> ModelSpec:
+    """Normalise a Hugging Face ``config.json`` dict (``model_type`` in :data:`FAMILIES`).
+
+    Defined in Part I, "The calculator".
+    """
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"a model config must be a dict, got {type(cfg).__name__}")
+    mt = cfg.get("model_type")
+    if mt not in FAMILIES:
+        raise ValueError(f"model_type {mt!r} is not supported; supported: {', '.join(FAMILIES)} "
+                         "(or describe it with dense_transformer(...))")
+    name = name or cfg.get("_name") or cfg.get("_name_or_path") or mt
+    src = cfg.get("_source", "")
+    try:
+        if mt == "gpt2":
+            d = _int(cfg, "n_embd", "hidden_size")
+            h = _int(cfg, "n_head", "num_attention_heads")
+            return ModelSpec(name=name, family=mt, vocab_size=_int(cfg, "vocab_size"), hidden_size=d,
+                             num_layers=_int(cfg, "n_layer", "num_hidden_layers"), num_heads=h, num_kv_heads=h,
+                             head_dim=d // h, intermediate_size=cfg.get("n_inner") or 4 * d, mlp="plain",
+                             activation="gelu_tanh", norm="layernorm", norm_bias=True, qkv_bias=True, o_bias=True,
+                             mlp_bias=True, fused_qkv=True, tie_embeddings=cfg.get("tie_word_embeddings", True),
+                             position="learned", max_position_embeddings=_int(cfg, "n_positions", "n_ctx"),
+                             dropout=float(max(cfg.get("resid_pdrop", 0.1), cfg.get("embd_pdrop", 0.1),
+                                               cfg.get("attn_pdrop", 0.1))), source=src)
+        d = _int(cfg, "hidden_size")
+        h = _int(cfg, "num_attention_heads")
+        kv = cfg.get("num_key_value_heads") or h
+        hd = cfg.get("head_dim") or d // h
+        common = dict(name=name, family=mt, vocab_size=_int(cfg, "vocab_size"), hidden_size=d,
+                      num_layers=_int(cfg, "num_hidden_layers"), num_heads=h, num_kv_heads=kv, head_dim=hd,
+                      intermediate_size=_int(cfg, "intermediate_size"),
+                      max_position_embeddings=_int(cfg, "max_position_embeddings", default=2048), source=src,
+                      dropout=float(cfg.get("attention_dropout", 0.0) or 0.0))
+        if mt == "gpt_neox":
+            return ModelSpec(**common, mlp="plain", activation="gelu", norm="layernorm", norm_bias=True,
+                             qkv_bias=cfg.get("attention_bias", True), o_bias=cfg.get("attention_bias", True),
+                             mlp_bias=True, fused_qkv=True, tie_embeddings=cfg.get("tie_word_embeddings", False),
+                             parallel_residual=cfg.get("use_parallel_residual", True))
+        if mt == "phi3":
+            return ModelSpec(**common, fused_qkv=True, fused_gate_up=True,
+                             tie_embeddings=cfg.get("tie_word_embeddings", False),
+                             sliding_window=cfg.get("sliding_window"))
+        if mt in ("gemma", "gemma2"):
+            act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
+            return ModelSpec(**common, activation="gelu_tanh" if "tanh" in act else "gelu",
+                             norms_per_layer=4 if mt == "gemma2" else 2,
+                             qkv_bias=cfg.get("attention_bias", False), o_bias=cfg.get("attention_bias", False),
+                             tie_embeddings=cfg.get("tie_word_embeddings", True),
+                             sliding_window=cfg.get("sliding_window") if mt == "gemma2" else None)
+        bias = bool(cfg.get("attention_bias", False))
+        extra: dict[str, Any] = {}
+        if mt == "qwen2":
+            extra = dict(qkv_bias=True, o_bias=False)
+            sw = cfg.get("sliding_window") if cfg.get("use_sliding_window", False) else None
+        else:
+            extra = dict(qkv_bias=bias, o_bias=bias, mlp_bias=bool(cfg.get("mlp_bias", False)))
+            sw = cfg.get("sliding_window") if mt in ("mistral", "mixtral") else None
+        if mt == "mixtral":
+            extra.update(num_experts=_int(cfg, "num_local_experts"), experts_per_token=_int(cfg, "num_experts_per_tok"))
+        return ModelSpec(**common, **extra, tie_embeddings=cfg.get("tie_word_embeddings", False),
+                         sliding_window=sw)
+    except TypeError as e:  # wrong value types inside the dict
+        raise ValueError(f"config for {name!r} has a field of the wrong type: {e}") from None
+
+
+def from_gpt_config(cfg: Any, name: str = "book-gpt") -> ModelSpec:
+    """The book's :class:`vramlib.models.GPTConfig` as a :class:`ModelSpec`.
+
+    Defined in Part I, "Pretraining"."""
+    return ModelSpec(name=name, family="gpt", vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
+                     num_layers=cfg.n_layer, num_heads=cfg.n_head, num_kv_heads=cfg.n_kv_head,
+                     head_dim=cfg.d_model // cfg.n_head, intermediate_size=cfg.mlp_ratio * cfg.d_model,
+                     mlp="plain", activation="gelu", norm="layernorm", norm_bias=cfg.bias, qkv_bias=cfg.bias,
+                     o_bias=cfg.bias, mlp_bias=cfg.bias, fused_qkv=True, tie_embeddings=cfg.tie_weights,
+                     position="learned", max_position_embeddings=cfg.block_size, dropout=float(cfg.dropout),
+                     source="vramlib.models.GPTConfig")
+
+
+def dense_transformer(hidden_size: int, num_layers: int, num_heads: int, vocab_size: int = 32000,
+                      intermediate_size: int | None = None, num_kv_heads: int | None = None,
+                      head_dim: int | None = None, mlp: str = "gated", tie_embeddings: bool = False,
+                      name: str = "dense") -> ModelSpec:
+    """A generic Llama-style dense transformer given by its sizes (RMSNorm, RoPE, no biases).
+
+    ``intermediate_size`` defaults to 8/3·d rounded up to a multiple of 256 (gated) or 4·d (plain).
+    Defined in Part I, "The calculator"."""
+    for k, v in (("hidden_size", hidden_size), ("num_layers", num_layers), ("num_heads", num_heads)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{k} must be a positive integer, got {v!r}")
+    if intermediate_size is None:
+        intermediate_size = (-(-(8 * hidden_size // 3) // 256) * 256) if mlp == "gated" else 4 * hidden_size
+    return ModelSpec(name=name, family="dense", vocab_size=vocab_size, hidden_size=hidden_size,
+                     num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads or num_heads,
+                     head_dim=head_dim or max(1, hidden_size // num_heads), intermediate_size=intermediate_size,
+                     mlp=mlp, activation="silu" if mlp == "gated" else "gelu", tie_embeddings=tie_embeddings)
+
+
+@lru_cache(maxsize=1)
+def _bundled() -> dict[str, dict[str, Any]]:
+    root = resources.files("vramlib").joinpath("data/models")
+    out = {}
+    for f in sorted(root.iterdir(), key=lambda p: p.name):
+        if f.name.endswith(".json"):
+            out[f.name[:-5]] = json.loads(f.read_text())
+    return out
+
+
+def list_models() -> list[str]:
+    """Names of the bundled model configs (``vramlib/data/models/*.json``).
+
+    Defined in Part I, "The calculator"."""
+    return sorted(_bundled())
+
+
+def _norm_name(s: str) -> str:
+    return "".join(c for c in s.lower() if c.isalnum())
+
+
+def load_model_config(model: Any) -> ModelSpec:
+    """Turn any model description into a :class:`ModelSpec`.
+
+    Accepts a :class:`ModelSpec`, a bundled name (see :func:`list_models`; case and
+    punctuation ignored), a path to a ``config.json`` (or a folder holding one), a config
+    dict, the book's ``GPTConfig`` or ``GPT`` module, or a ``transformers`` config object.
+    Defined in Part I, "The calculator".
+    """
+    if isinstance(model, ModelSpec):
+        return model
+    if hasattr(model, "d_model") and hasattr(model, "n_layer") and hasattr(model, "mlp_ratio"):
+        return from_gpt_config(model)
+    if hasattr(model, "cfg") and hasattr(getattr(model, "cfg"), "d_model"):
+        return from_gpt_config(model.cfg)
+    if hasattr(model, "to_dict") and hasattr(model, "model_type"):  # transformers PretrainedConfig
+        return from_hf_config(model.to_dict())
+    if isinstance(model, Mapping):
+        return from_hf_config(model)
+    if isinstance(model, (str, Path)):
+        s = str(model)
+        bundled = _bundled()
+        key = {_norm_name(k): k for k in bundled}.get(_norm_name(s))
+        if key is not None:
+            return from_hf_config(bundled[key], name=key)
+        p = Path(s)
+        if p.is_dir():
+            p = p / "config.json"
+        if p.is_file():
+            try:
+                cfg = json.loads(p.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p} is not valid JSON: {e}") from None
+            return from_hf_config(cfg, name=p.parent.name if p.name == "config.json" else p.stem)
+        raise ValueError(f"unknown model {s!r}: not a bundled name ({', '.join(sorted(bundled))}) "
+                         "and not a path to a config.json")
+    raise TypeError(f"cannot make a model spec from {type(model).__name__}; pass a bundled name, a path, "
+                    "a config dict, a GPTConfig or a ModelSpec")
+
+
+_SPEC_FIELDS = {f.name for f in fields(ModelSpec)}
