@@ -195,3 +195,65 @@ def test_budget_tracker_and_largest_batch():
     assert best == 50
     with pytest.raises(ValueError):
         try_step(make(1))
+
+
+# -- checkpointing ---------------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["none", "full", "selective"])
+def test_checkpointing_saved_bytes_and_same_loss(policy):
+    from vramlib.checkpointing import checkpoint_saved_bytes, gpt_forward
+    from vramlib.stagemem import list_saved_tensors
+
+    cfg = small()
+    model = GPT(cfg)
+    x = torch.randint(0, cfg.vocab_size, (4, 16))
+    saved = sum(r["bytes"] for r in list_saved_tensors(model, lambda: gpt_forward(model, x, x, policy))
+                if r["kind"] == "activation")
+    assert saved == checkpoint_saved_bytes(cfg, 4, 16, policy) + gpt_activation_bytes(cfg, 4, 16)["head"]
+    assert torch.allclose(gpt_forward(model, x, x, policy)[1], model(x, x)[1])
+    with pytest.raises(ValueError):
+        gpt_forward(model, x, x, "some")
+
+
+def test_recompute_flops_counted():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vramlib.checkpointing import gpt_forward, recompute_flops
+
+    cfg = small()
+    model = GPT(cfg)
+    x = torch.randint(0, cfg.vocab_size, (2, 16))
+    flops = {}
+    for policy in ("none", "full"):
+        with FlopCounterMode(display=False) as fc:
+            gpt_forward(model, x, x, policy)[1].backward()
+        flops[policy] = fc.get_total_flops()
+    assert flops["full"] - flops["none"] == recompute_flops(cfg, 2, 16, "full")
+
+
+def test_finetune_activation_formula():
+    from vramlib.stagemem import finetune_activation_bytes, list_saved_tensors
+
+    cfg = small()
+    x = torch.randint(0, cfg.vocab_size, (2, 16))
+    m = GPT(cfg)
+    apply_lora(m, 4)
+    saved = sum(r["bytes"] for r in list_saved_tensors(m, lambda: m(x, x)) if r["kind"] == "activation")
+    assert saved == finetune_activation_bytes(cfg, 2, 16, "lora", rank=4)
+    with pytest.raises(ValueError):
+        finetune_activation_bytes(cfg, 2, 16, "adapter")
+
+
+# -- records ---------------------------------------------------------------------------
+def test_write_and_load_record(tmp_path, monkeypatch):
+    from vramlib.records import load_record, provenance_line, write_record
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text("")
+    write_record(tmp_path / "benchmarks" / "results" / "x.json", {"a": 1}, {"b": 2}, "cpu")
+    monkeypatch.chdir(tmp_path)
+    rec = load_record("x")
+    assert rec["results"] == {"a": 1} and rec["config"] == {"b": 2} and "date" in rec["provenance"]
+    assert load_record("missing") is None
+    assert provenance_line(None) == "no recorded GPU run yet"
+    with pytest.raises(TypeError):
+        write_record(tmp_path / "y.json", [1], {})
