@@ -89,6 +89,9 @@ def estimate_inference(model: Any, batch: int = 1, prompt_len: int = 512, new_to
     """
     spec = load_model_config(model)
     sc = InferenceScenario(batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, **scenario)
+    for name, v in (("tp", tp), ("pp", pp)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer ≥ 1; got {v!r}")
     par = ParallelConfig(num_gpus=tp * pp, zero=0, tp=tp, pp=pp)
     b = estimate_inference_spec(spec, sc, shard=shard_factors(spec, par))
     b.overhead = _overhead(b.peak, sc.device, cuda_context, reserve_fraction)

@@ -71,10 +71,10 @@ class Breakdown:
         """Peak plus framework overhead: what ``nvidia-smi`` would show for the process."""
         return self.peak + sum(self.overhead.values())
 
-    def fits(self, gpu: Any, num_gpus: int = 1, headroom: float = 0.0) -> bool:
+    def fits(self, gpu: Any, headroom: float = 0.0) -> bool:
         """Whether ``total_reserved`` fits the memory of ``gpu`` (a key like ``"h100-sxm"``, a
         name, or a :class:`vramlib.gpus.GPU`), leaving ``headroom`` (a fraction) free.
-        The estimate is per GPU already; ``num_gpus`` is not multiplied in.
+        Multi-GPU estimates are per GPU already.
 
         Defined in Part I, "The calculator"."""
         from ..gpus import get_gpu

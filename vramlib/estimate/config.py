@@ -123,7 +123,10 @@ class ModelSpec:
 def _int(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
     for k in keys:
         if k in cfg and cfg[k] is not None:
-            return cfg[k]
+            v = cfg[k]
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"config field {k!r} must be a positive integer; got {v!r}")
+            return v
     if default is None:
         raise ValueError(f"config lacks {keys[0]!r} (also tried {list(keys[1:])})" if len(keys) > 1
                          else f"config lacks {keys[0]!r}")
@@ -149,7 +152,7 @@ def from_hf_config(cfg: Mapping[str, Any], name: str | None = None) -> ModelSpec
             h = _int(cfg, "n_head", "num_attention_heads")
             return ModelSpec(name=name, family=mt, vocab_size=_int(cfg, "vocab_size"), hidden_size=d,
                              num_layers=_int(cfg, "n_layer", "num_hidden_layers"), num_heads=h, num_kv_heads=h,
-                             head_dim=d // h, intermediate_size=cfg.get("n_inner") or 4 * d, mlp="plain",
+                             head_dim=max(1, d // h), intermediate_size=_int(cfg, "n_inner", default=4 * d), mlp="plain",
                              activation="gelu_tanh", norm="layernorm", norm_bias=True, qkv_bias=True, o_bias=True,
                              mlp_bias=True, fused_qkv=True, tie_embeddings=cfg.get("tie_word_embeddings", True),
                              position="learned", max_position_embeddings=_int(cfg, "n_positions", "n_ctx"),
@@ -157,8 +160,8 @@ def from_hf_config(cfg: Mapping[str, Any], name: str | None = None) -> ModelSpec
                                                cfg.get("attn_pdrop", 0.1))), source=src)
         d = _int(cfg, "hidden_size")
         h = _int(cfg, "num_attention_heads")
-        kv = cfg.get("num_key_value_heads") or h
-        hd = cfg.get("head_dim") or d // h
+        kv = _int(cfg, "num_key_value_heads", default=h)
+        hd = _int(cfg, "head_dim", default=max(1, d // h))
         common = dict(name=name, family=mt, vocab_size=_int(cfg, "vocab_size"), hidden_size=d,
                       num_layers=_int(cfg, "num_hidden_layers"), num_heads=h, num_kv_heads=kv, head_dim=hd,
                       intermediate_size=_int(cfg, "intermediate_size"),
@@ -192,8 +195,8 @@ def from_hf_config(cfg: Mapping[str, Any], name: str | None = None) -> ModelSpec
             extra.update(num_experts=_int(cfg, "num_local_experts"), experts_per_token=_int(cfg, "num_experts_per_tok"))
         return ModelSpec(**common, **extra, tie_embeddings=cfg.get("tie_word_embeddings", False),
                          sliding_window=sw)
-    except TypeError as e:  # wrong value types inside the dict
-        raise ValueError(f"config for {name!r} has a field of the wrong type: {e}") from None
+    except (TypeError, ZeroDivisionError, AttributeError) as e:  # wrong value types inside the dict
+        raise ValueError(f"config for {name!r} has a field of the wrong type or value: {e}") from None
 
 
 def from_gpt_config(cfg: Any, name: str = "book-gpt") -> ModelSpec:
@@ -268,24 +271,35 @@ def load_model_config(model: Any) -> ModelSpec:
     if isinstance(model, Mapping):
         return from_hf_config(model)
     if isinstance(model, (str, Path)):
-        s = str(model)
-        bundled = _bundled()
-        key = {_norm_name(k): k for k in bundled}.get(_norm_name(s))
-        if key is not None:
-            return from_hf_config(bundled[key], name=key)
-        p = Path(s)
-        if p.is_dir():
-            p = p / "config.json"
-        if p.is_file():
-            try:
-                cfg = json.loads(p.read_text())
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p} is not valid JSON: {e}") from None
-            return from_hf_config(cfg, name=p.parent.name if p.name == "config.json" else p.stem)
-        raise ValueError(f"unknown model {s!r}: not a bundled name ({', '.join(sorted(bundled))}) "
-                         "and not a path to a config.json")
+        return _load_str(str(model))
     raise TypeError(f"cannot make a model spec from {type(model).__name__}; pass a bundled name, a path, "
                     "a config dict, a GPTConfig or a ModelSpec")
 
 
-_SPEC_FIELDS = {f.name for f in fields(ModelSpec)}
+@lru_cache(maxsize=128)
+def _bundled_spec(key: str) -> ModelSpec:
+    return from_hf_config(_bundled()[key], name=key)
+
+
+@lru_cache(maxsize=1)
+def _name_index() -> dict[str, str]:
+    return {_norm_name(k): k for k in _bundled()}
+
+
+def _load_str(s: str) -> ModelSpec:
+    bundled = _bundled()
+    key = _name_index().get(_norm_name(s))
+    if key is not None:
+        return _bundled_spec(key)
+    p = Path(s)
+    if p.is_dir():
+        p = p / "config.json"
+    if p.is_file():
+        try:
+            cfg = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p} is not valid JSON: {e}") from None
+        return from_hf_config(cfg, name=p.parent.name if p.name == "config.json" else p.stem)
+    raise ValueError(f"unknown model {s!r}: not a bundled name ({', '.join(sorted(bundled))}) "
+                     "and not a path to a config.json")
+

@@ -23,7 +23,7 @@ Defined in Part I, "Inference".
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ._common import DTYPE_BYTES, choice, dtype_name, flag, pos_int
@@ -79,7 +79,7 @@ class InferenceScenario:
         object.__setattr__(self, "device", choice(self.device, "device", ("cuda", "cpu")))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def weight_bytes(pc: ParamCount, spec: ModelSpec, fmt: str, group_size: int = 64, scale_bytes: int = 2,

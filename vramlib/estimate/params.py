@@ -10,6 +10,7 @@ Defined in Part I, "Anatomy of memory".
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .config import ModelSpec
 
@@ -49,6 +50,7 @@ class ParamCount:
         return self.num_layers * (self.attention_per_layer + self.mlp_per_layer)
 
 
+@lru_cache(maxsize=256)
 def count_params(spec: ModelSpec) -> ParamCount:
     """Exact parameter count by part.  Defined in Part I, "Anatomy of memory"."""
     d, kv, q = spec.hidden_size, spec.kv_dim, spec.q_dim

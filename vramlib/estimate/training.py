@@ -6,11 +6,14 @@ opt.zero_grad(set_to_none=True)`` in steady state (the optimizer states exist). 
 bytes are traced through the step:
 
 * **forward** saves, per layer, every tensor autograd needs for backward.  Counted per token
-  from the modules' code: the residual stream, the norms' normalised outputs (RMSNorm works
-  in fp32, so a bf16 model keeps an fp32 copy), the projections' inputs (under autocast each
-  projection casts its fp32 input to bf16 separately: 3 copies for q/k/v, 2 for gate/up),
+  from the modules' code: the residual stream (only where an op keeps it: LayerNorm's input,
+  an fp32 RMSNorm's input — a 16-bit RMSNorm keeps its fp32 copy instead), the norms'
+  normalised outputs, the projections' inputs (under autocast each projection casts its fp32
+  input to bf16 separately: 3 copies for q/k/v, 2 for gate/up, and the fp32 norm output is
+  then freed),
   the rotary-embedded q and k and v, the fused attention's output and its fp32 log-sum-exp
-  (``eager`` attention keeps the (h, s, s) softmax instead), and the MLP's gate, activation,
+  (``eager`` attention keeps the (h, s, s) softmax instead; fp32 with grouped-query attention
+  falls back to the math kernel, which keeps it too), and the MLP's gate, activation,
   up and product (GPT-2's ``gelu_new`` is Python code and keeps 4 intermediates);
 * **the loss** upcasts the logits to fp32 (HF's ``ForCausalLMLoss``); ``log_softmax`` keeps its
   fp32 output, and its backward adds two more fp32 (tokens × vocab) tensors — the peak of a
@@ -27,7 +30,7 @@ and "Fine-tuning" (frozen layers, LoRA, QLoRA).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ._common import DTYPE_BYTES, choice, dtype_name, flag, pos_int
@@ -119,7 +122,7 @@ class TrainScenario:
         return "foreach" if self.device == "cuda" else "for-loop"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["lora_targets"] = list(self.lora_targets)
         return d
 
@@ -150,13 +153,15 @@ def activation_bytes_per_layer(spec: ModelSpec, sc: TrainScenario) -> dict[str, 
     parts: dict[str, float] = {}
     book = spec.family == "gpt"
     # -- norms: LayerNorm keeps its output (+ mean/rstd); RMSNorm computes in fp32
+    # a norm's output is saved only by the linear layers that read it; under autocast they
+    # save their bf16 casts instead, so the fp32 output is freed
     if hf_rms:
         if spec.family in ("gemma", "gemma2"):
-            one_norm = (4 if r < 4 else 0) + 4 + r
+            one_norm = (4 if r < 4 else 0) + 4 + (0 if ac else r)
         else:
-            one_norm = (4 if r < 4 else 0) + 2 * r
+            one_norm = (4 if r < 4 else 0) + r + (0 if ac else r)
     else:
-        one_norm = (4 if ac else r) + 8 / d          # LN output (fp32 under autocast) + mean, rstd
+        one_norm = (0 if ac else r) + 8 / d          # LN keeps its input, mean and rstd; output only if read
     parts["norms"] = spec.norms_per_layer * one_norm * d
     # the residual stream is saved only where an op keeps it: LayerNorm (its input), or an
     # fp32 RMSNorm (``x.to(float32)`` is then the same tensor); a 16-bit RMSNorm keeps its fp32 copy
@@ -178,10 +183,7 @@ def activation_bytes_per_layer(spec: ModelSpec, sc: TrainScenario) -> dict[str, 
     else:
         qkv = (q + 2 * kv) * c
     parts["qkv"] = qkv
-    attn_out = q * c
-    if book and sc.device == "cpu":
-        attn_out += q * c                              # the CPU kernel's (B, h, s, hd) output is copied back
-    parts["attn_out"] = attn_out
+    parts["attn_out"] = q * c     # fused kernels lay out (B, s, h, hd): the reshape for o_proj is a view
     s2 = 0.0
     if backend in ("flash", "efficient"):
         parts["lse"] = 4 * h
@@ -224,7 +226,7 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     ``shard`` (from :mod:`vramlib.estimate.parallel`) divides weights, gradients, optimizer
     states and activations among GPUs.  Defined in Part I, "Pretraining"."""
     pc = pc or count_params(spec)
-    sh = {"weights": 1.0, "grads": 1.0, "optim": 1.0, "acts": 1.0, "layers": 1.0, "gather": 0.0}
+    sh = {"weights": 1.0, "grads": 1.0, "optim": 1.0, "acts": 1.0, "layers": 1.0, "gather": 0.0, "ddp_buckets": 0.0}
     if shard:
         sh.update(shard)
     B, s = sc.batch, sc.seq_len
@@ -237,7 +239,8 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     ac = sc.autocast != "none"
     L, V, d = spec.num_layers, spec.vocab_size, spec.hidden_size
     P = pc.total
-    L_eff = L * sh["layers"]
+    # pipeline stage 0 under 1F1B keeps min(pp, micro-batches) micro-batches of its L/pp layers
+    L_eff = L * sh["layers"] * min(sh.get("pp", 1.0), sc.grad_accum)
 
     # ---- which parameters train
     lora_params = 0
@@ -293,12 +296,11 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
         step_tmp = 2 * min(largest, P_train) * 4
     else:
         step_tmp = 0
-    if sc.master_weights:
-        step_tmp += P_train * wb * 0  # copy back into 16-bit weights is in place
 
     # ---- activations saved for backward
     per = activation_bytes_per_layer(spec, sc)
-    layer_bytes = tokens * (per["per_token"] + per["per_token_s"] * s)
+    inner = per.get("qkv", 0) + per.get("attn_out", 0) + per.get("lse", 0) + per.get("mlp", 0) + per.get("casts", 0) / 2
+    layer_bytes = tokens * (per["per_token"] - inner * (1 - sh["acts"]) + per["per_token_s"] * s * sh["acts"])
     if sc.trainable == "lora" or sc.trainable == "qlora":
         layer_bytes += tokens * sum(sc.lora_rank * c + o * c for _, o in _lora_targets_dims(spec, sc.lora_targets))
     r = wb
@@ -316,45 +318,49 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     final = tokens * d * ((4 if r < 4 else 0) + 2 * r if spec.norm == "rmsnorm" else (4 if ac else r))
     acts_layers = saved_layer * train_layers
     acts = embed_out + acts_layers + final
-    if spec.position == "learned" and sc.trainable == "all":
-        acts += 0
+    if sc.attention == "eager" and spec.family != "gpt":
+        acts += B * s * s * c                          # HF's 4-D float causal mask, shared by all layers
     # autocast keeps bf16 copies of the weights it cast, for backward (freed layer by layer)
     cast_w = 0.0
     if ac:
         cast_w = (pc.linear_weights * sh["weights"] + V * d) * c
+    # under full checkpointing the blocks save nothing, so their casts die when the autocast
+    # region ends; only the LM head's cast, saved by its matmul, lives into backward
+    cast_w_bwd = (V * d * c if ac else 0.0) if sc.checkpointing == "full" else cast_w
     # ---- logits and loss
     hf_upcast = spec.family != "gpt"
     lsm_b = 4 if (hf_upcast or ac) else c
     logit_kept = tokens * V * c if sc.keep_logits else 0
-    fwd_loss = tokens * V * (c + (4 if c < lsm_b or (hf_upcast and c < 4) else 0) + lsm_b) - logit_kept * 0
+    fwd_loss = tokens * V * (c + (4 if c < lsm_b or (hf_upcast and c < 4) else 0) + lsm_b)
     bwd_loss = tokens * V * 3 * lsm_b
+    fwd_loss *= sh["acts"]                              # vocabulary-parallel logits under TP
+    bwd_loss *= sh["acts"]
     head_grad = (V * d * gb if (sc.trainable == "all" and not spec.tie_embeddings) else 0)
 
     # ---- phases (live tensor bytes)
-    base = weights + master + optim
+    bk = P_train * gb * sh["ddp_buckets"]             # DDP's gradient buckets, counted with the gradients
     g0 = grads if sc.grad_accum > 1 else 0
     T_layer = tokens * c * (2 * spec.intermediate_size * max(1, spec.experts_per_token) + 2 * d)
     phases: dict[str, float] = {}
     comp: dict[str, dict[str, float]] = {}
 
     def put(name: str, **kw: float) -> None:
+        kw["gradients"] = kw.get("gradients", 0.0) + bk
         comp[name] = kw
         phases[name] = sum(kw.values())
 
     W = dict(weights=weights, **{"master weights": master}, **{"optimizer states": optim})
     put("forward (loss)", **W, gradients=g0, activations=acts, temporaries=cast_w,
         logits=fwd_loss + (logit_kept if c != 4 and hf_upcast else 0))
-    put("backward (loss)", **W, gradients=g0, activations=acts, temporaries=cast_w, logits=bwd_loss + logit_kept)
-    top_grads = max(g0, head_grad + (P_train - head_grad) * 0)
+    put("backward (loss)", **W, gradients=g0, activations=acts, temporaries=cast_w_bwd, logits=bwd_loss + logit_kept)
     put("backward (first layer)", **W, gradients=max(g0, head_grad), activations=acts,
-        temporaries=cast_w + recompute + T_layer, logits=logit_kept)
+        temporaries=cast_w_bwd + recompute + T_layer, logits=logit_kept)
     grads_layers = max(g0, grads - (V * d * gb if (spec.tie_embeddings is False and sc.trainable == "all") else 0))
-    put("backward (last layer)", **W, gradients=grads_layers, activations=embed_out + saved_layer + final * 0,
-        temporaries=(cast_w / max(L, 1)) + recompute + T_layer, logits=logit_kept)
+    put("backward (last layer)", **W, gradients=grads_layers, activations=embed_out + saved_layer,
+        temporaries=(cast_w_bwd / max(L, 1)) + recompute + T_layer, logits=logit_kept)
     emb_tmp = V * d * gb if (sc.trainable == "all" and spec.tie_embeddings) else 0
     put("backward (embedding)", **W, gradients=grads, activations=0, temporaries=emb_tmp, logits=logit_kept)
     put("optimizer step", **W, gradients=grads, temporaries=step_tmp, logits=logit_kept)
-    del top_grads
     peak_phase = max(phases, key=lambda k: phases[k])
     components = {k: int(v) for k, v in comp[peak_phase].items()}
     return Breakdown(components=components, peak_phase=peak_phase, phases={k: int(v) for k, v in phases.items()},
