@@ -1,0 +1,70 @@
+"""Recorded reference runs: write benchmark results with provenance, and load them in chapters.
+
+Benchmarks under ``benchmarks/`` write ``{"provenance": {...}, "config": {...}, "results": {...}}``
+with :func:`write_record`; chapters call :func:`load_record` and print :func:`provenance_line`
+beside their live result, or say that no recorded GPU run exists yet.
+Defined in Part I, "Anatomy of memory" (how recorded GPU runs are shown).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from .device import device_info
+
+__all__ = ["write_record", "load_record", "provenance_line", "repo_root"]
+
+
+def repo_root(start: str | Path | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` (default: the working directory) that holds
+    ``benchmarks/`` and ``pyproject.toml``, or ``None``."""
+    p = Path(start or Path.cwd()).resolve()
+    for q in (p, *p.parents):
+        if (q / "pyproject.toml").exists() and (q / "benchmarks").is_dir():
+            return q
+    return None
+
+
+def write_record(path: str | Path, results: dict, config: dict, device=None) -> Path:
+    """Write ``results`` and ``config`` with provenance (device, driver, torch, date, command)
+    as JSON to ``path``.  Defined in Part I, "Anatomy of memory"."""
+    if not isinstance(results, dict) or not isinstance(config, dict):
+        raise TypeError("results and config must be dicts")
+    prov = device_info(device)
+    prov.update(date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                python=platform.python_version(), command=" ".join(sys.argv),
+                torch=torch.__version__)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"provenance": prov, "config": config, "results": results}, indent=1, default=str))
+    return path
+
+
+def load_record(name: str) -> dict | None:
+    """Load ``benchmarks/results/<name>.json`` from the repository (``None`` if absent).
+
+    Defined in Part I, "Anatomy of memory"."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("name must be a non-empty string such as 'part1_gpu'")
+    root = repo_root()
+    if root is None:
+        return None
+    path = root / "benchmarks" / "results" / (name if name.endswith(".json") else name + ".json")
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def provenance_line(record: dict | None) -> str:
+    """One line naming where and when a record was made, or ``"no recorded GPU run yet"``."""
+    if not record:
+        return "no recorded GPU run yet"
+    p = record.get("provenance", {})
+    return (f"recorded on {p.get('name', '?')} (driver {p.get('driver', '?')}, torch {p.get('torch', '?')}, "
+            f"CUDA {p.get('cuda', '?')}) on {p.get('date', '?')}")
