@@ -101,7 +101,7 @@ def test_lora_starts_at_base_merges_exactly_and_has_low_rank():
     x = torch.randn(5, 24)
     torch.testing.assert_close(lora(x), base(x))
     with torch.no_grad():
-        lora.up.weight.normal_()
+        lora.lora_B.normal_()
     assert torch.linalg.matrix_rank(lora.delta_weight()).item() == 3
     torch.testing.assert_close(lora.merged()(x), lora(x), atol=1e-5, rtol=1e-5)
     trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)

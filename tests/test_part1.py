@@ -166,6 +166,23 @@ def test_kv_cache_bytes():
         generate(model, torch.zeros(1, 30, dtype=torch.long), 10)
 
 
+@pytest.mark.parametrize("kw", [
+    dict(vocab_size=256, block_size=64, n_layer=2, n_head=4, d_model=128),              # small book GPT
+    dict(vocab_size=2048, block_size=256, n_layer=4, n_head=8, d_model=256, n_kv_head=2),  # GQA
+    dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, d_model=768),        # GPT-2 small
+    dict(vocab_size=50304, block_size=2048, n_layer=12, n_head=12, d_model=768, n_kv_head=4),
+])
+def test_kv_cache_bytes_matches_estimator(kw):
+    """generate.kv_cache_bytes and the estimator's kv_cache_bytes are one formula."""
+    from vramlib.estimate.config import from_gpt_config
+    from vramlib.estimate.inference import kv_cache_bytes as est_kv
+    cfg = GPTConfig(**kw)
+    spec = from_gpt_config(cfg)
+    for batch, tokens in ((1, 1), (3, 20), (8, cfg.block_size), (32, 4096)):
+        for dt, b in (("bf16", 2), ("fp32", 4), ("fp8", 1)):
+            assert kv_cache_bytes(cfg.n_layer, batch, tokens, cfg.n_kv_head, cfg.head_dim, b) == est_kv(spec, batch, tokens, dt)
+
+
 # -- distributed -----------------------------------------------------------------------
 def test_fsdp_demo_shards_state():
     from vramlib.distributed import run_fsdp_demo

@@ -1,7 +1,12 @@
 """The CUDA context and the caching allocator, made visible (GPU only).
 
 * :func:`cuda_context_bytes` — device memory in use before any tensor exists (the CUDA
-  context: kernels, runtime and library state), from ``torch.cuda.mem_get_info``.
+  context: kernels, runtime and library state), from ``torch.cuda.mem_get_info``.  The
+  estimator's default (``vramlib.estimate.CUDA_CONTEXT_BYTES``, 600 MiB) is a separate,
+  fixed number; the measurement behind it is ``benchmarks/cuda_context.py``, recorded in
+  ``benchmarks/results/cuda_context_h200.json``: on an H200, 527 MiB outside the allocator
+  after CUDA initialisation, 749 MiB after the first cuBLAS matrix products and 767 MiB after
+  the first SDPA attention.
 * :func:`fragmentation_demo` — allocated vs reserved memory under a pattern that fragments
   the caching allocator's segments.
 
@@ -17,7 +22,10 @@ __all__ = ["cuda_context_bytes", "fragmentation_demo"]
 
 def cuda_context_bytes(device: torch.device | str = "cuda") -> dict:
     """Device memory used by the process's CUDA context: total − free − reserved, measured
-    after initialising CUDA and allocating one small tensor.  Defined in Part I, "Anatomy of memory"."""
+    after initialising CUDA and allocating one small tensor — stage (1) of
+    ``benchmarks/cuda_context.py``, which also measures the growth after the first cuBLAS and
+    SDPA calls (``benchmarks/results/cuda_context_h200.json``: 527, 749 and 767 MiB on an H200).
+    Defined in Part I, "Anatomy of memory"."""
     dev = torch.device(device)
     if dev.type != "cuda":
         raise ValueError("cuda_context_bytes needs a CUDA device")

@@ -29,7 +29,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .device import device_info, pick_device
+from .device import pick_device
+from .records import provenance, results_dir  # noqa: F401  (device, torch, CUDA, python, date: Part III records it with every result)
 
 __all__ = [
     "Timing", "BenchResult", "MATMUL_KINDS", "time_fn", "matmul_flops", "bench_matmul",
@@ -661,15 +662,8 @@ def find_recorded_results(prefix: str = "hardware", start: str | None = None) ->
     Defined in Part III, "Measure your own device"."""
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(f"prefix must be a non-empty string, got {prefix!r}")
-    d = os.path.abspath(start or os.getcwd())
-    while True:
-        cand = os.path.join(d, "benchmarks", "results")
-        if os.path.isdir(cand):
-            return sorted(glob.glob(os.path.join(cand, f"{prefix}_*.json")))
-        parent = os.path.dirname(d)
-        if parent == d:
-            return []
-        d = parent
+    d = results_dir(start)
+    return [] if d is None else sorted(glob.glob(os.path.join(str(d), f"{prefix}_*.json")))
 
 
 def load_recorded_results(prefix: str = "hardware", start: str | None = None,
@@ -685,14 +679,3 @@ def load_recorded_results(prefix: str = "hardware", start: str | None = None,
             continue
         out.append(data)
     return out
-
-
-def provenance(device: str | torch.device | None = None) -> dict:
-    """Device, driver, torch and CUDA versions, date: stored with every recorded result.
-    Defined in Part III, "Measure your own device"."""
-    import datetime
-    import platform
-
-    return {"device": device_info(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

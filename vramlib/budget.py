@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from .estimate.solve import largest_fitting
 from .measure import StorageTracker
 from .units import fmt_bytes
 
@@ -85,7 +86,8 @@ def try_step(step: Callable[[], None], budget: int | None = None, base: int = 0,
 
 def largest_batch(make_step: Callable[[int], Callable[[], None]], budget: int | None, base: int = 0,
                   device: torch.device | str = "cpu", start: int = 1, limit: int = 4096) -> tuple[int, list]:
-    """The largest batch ``b`` (doubling, then bisection) for which ``make_step(b)()`` fits,
+    """The largest batch ``b`` (doubling, then bisection: :func:`vramlib.estimate.solve.largest_fitting`,
+    the calculator's search) for which ``make_step(b)()`` fits,
     and the log of ``(batch, StepOutcome)`` tried.  Returns 0 if even ``start`` fails.
     Defined in Part I, "Pretraining"."""
     log: list = []
@@ -95,21 +97,4 @@ def largest_batch(make_step: Callable[[int], Callable[[], None]], budget: int | 
         log.append((b, out))
         return out.ok
 
-    if not ok(start):
-        return 0, log
-    lo, hi = start, None
-    while hi is None:
-        nxt = lo * 2
-        if nxt > limit:
-            return lo, log
-        if ok(nxt):
-            lo = nxt
-        else:
-            hi = nxt
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo, log
+    return largest_fitting(ok, limit, start), log

@@ -4,12 +4,16 @@
 ``A ∈ R^{r × d_in}`` (random) and ``B ∈ R^{d_out × r}`` (zeros, so training starts from the
 base model).  Only ``A`` and ``B`` train: ``r · (d_in + d_out)`` parameters per adapted matrix.
 The base may be an ``nn.Linear`` or a 4-bit :class:`vramlib.qstore.Linear4bit` (QLoRA).
+:meth:`LoRALinear.delta_weight` and :meth:`LoRALinear.merged` give the update ``ΔW = (alpha/rank)·B·A``
+and a plain ``nn.Linear`` with ``W + ΔW``; Part II's :func:`vramlib.lowrank.add_lora` builds on
+this same class.
 
 Defined in Part I, "Fine-tuning".
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable
 
@@ -30,6 +34,8 @@ class LoRALinear(nn.Module):
             raise ValueError(f"rank must be a positive integer, got {rank!r}")
         if not hasattr(base, "in_features") or not hasattr(base, "out_features"):
             raise TypeError(f"LoRALinear wraps a linear layer (nn.Linear or Linear4bit), got {type(base).__name__}")
+        if rank > min(base.in_features, base.out_features):
+            raise ValueError(f"rank must be an integer in [1, {min(base.in_features, base.out_features)}], got {rank!r}")
         self.base = base
         for p in self.base.parameters():
             p.requires_grad_(False)
@@ -53,6 +59,26 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x) + (x @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
+
+    def delta_weight(self) -> torch.Tensor:
+        """The update ``(alpha/rank) · B @ A`` (out × in), of rank at most ``rank``.
+
+        Defined in Part II, "Low-rank factorization", section "The LoRA connection"."""
+        return self.scaling * self.lora_B @ self.lora_A
+
+    def merged(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with ``W + ΔW`` (trainable again): no extra cost at inference.
+        Needs an ``nn.Linear`` base (a 4-bit base would have to be re-quantized).
+
+        Defined in Part II, "Low-rank factorization", section "The LoRA connection"."""
+        if not isinstance(self.base, nn.Linear):
+            raise TypeError(f"merged() needs an nn.Linear base, got {type(self.base).__name__}")
+        lin = copy.deepcopy(self.base)
+        with torch.no_grad():
+            lin.weight.add_(self.delta_weight().to(lin.weight.dtype))
+        for p in lin.parameters():
+            p.requires_grad_(True)
+        return lin
 
 
 def lora_param_count(shapes: Iterable[tuple[int, int]], rank: int) -> int:

@@ -5,6 +5,9 @@ Eckart–Young: the truncated SVD is the best rank-``r`` approximation, with Fro
 ``sqrt(σ_{r+1}² + … )`` and spectral error ``σ_{r+1}``.  It pays off in parameters and
 FLOPs only when ``r · (in + out) < in · out``, i.e. ``r < in·out / (in + out)``.
 
+:func:`add_lora` applies the same idea to the *change* of a weight; its layer is Part I's
+:class:`vramlib.lora.LoRALinear` (re-exported here), the book's one LoRA implementation.
+
 Defined in Part II, "Low-rank factorization".
 """
 
@@ -15,6 +18,8 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+
+from .lora import LoRALinear  # the one LoRA layer (Part I, "Fine-tuning"); re-exported here
 
 __all__ = ["spectrum", "energy", "rank_for_energy", "rank_for_param_ratio", "truncation_error",
            "lowrank_params", "lowrank_flops", "breakeven_rank", "LowRankLinear", "factorize_linear",
@@ -176,52 +181,11 @@ def factorize_model(model: nn.Module, names: Sequence[str], rank: int | None = N
     return new
 
 
-class LoRALinear(nn.Module):
-    """LoRA (Hu et al.): a frozen ``base`` Linear plus a trainable rank-``rank`` update,
-    ``y = base(x) + (alpha / rank) · up(down(x))`` with ``up`` initialised to zero, so the
-    wrapped layer starts exactly equal to ``base``.  The update ``(alpha/rank)·up.W·down.W``
-    has the same shape and parameter count as a :class:`LowRankLinear` of that rank: low-rank
-    factorization applied to the *change* of a weight rather than to the weight.
-
-    Defined in Part II, "Low-rank factorization", section "The LoRA connection".
-    """
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float = 1.0) -> None:
-        super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"expected an nn.Linear, got {type(base).__name__}")
-        if not isinstance(rank, int) or not 1 <= rank <= min(base.in_features, base.out_features):
-            raise ValueError(f"rank must be an integer in [1, {min(base.in_features, base.out_features)}], got {rank!r}")
-        self.base = base
-        for p in self.base.parameters():
-            p.requires_grad_(False)
-        dev, dt = base.weight.device, base.weight.dtype
-        self.down = nn.Linear(base.in_features, rank, bias=False, device=dev, dtype=dt)
-        self.up = nn.Linear(rank, base.out_features, bias=False, device=dev, dtype=dt)
-        nn.init.normal_(self.down.weight, std=1.0 / base.in_features ** 0.5)
-        nn.init.zeros_(self.up.weight)
-        self.scaling = alpha / rank
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.scaling * self.up(self.down(x))
-
-    def delta_weight(self) -> torch.Tensor:
-        """The update ``(alpha/rank) · up.W @ down.W`` (out × in), of rank at most ``rank``."""
-        return self.scaling * self.up.weight @ self.down.weight
-
-    def merged(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with ``W + ΔW``: no extra cost at inference."""
-        lin = copy.deepcopy(self.base)
-        with torch.no_grad():
-            lin.weight.add_(self.delta_weight())
-        for p in lin.parameters():
-            p.requires_grad_(True)
-        return lin
-
-
 def add_lora(model: nn.Module, names: Sequence[str], rank: int, alpha: float = 1.0) -> nn.Module:
     """A copy of ``model`` with every parameter frozen and each ``nn.Linear`` in ``names``
-    wrapped in a :class:`LoRALinear`: only the adapters train.
+    wrapped in a :class:`~vramlib.lora.LoRALinear` (Part I's class): only the adapters train.
+    The update ``(alpha/rank)·B·A`` has the parameter count of a :class:`LowRankLinear` of that
+    rank: low-rank factorization applied to the *change* of a weight rather than to the weight.
 
     Defined in Part II, "Low-rank factorization", section "The LoRA connection".
     """

@@ -5,6 +5,10 @@ and to build a QLoRA-style 4-bit base (Part I, "Fine-tuning").  It is storage, n
 ``Linear4bit``/``Linear8bit`` dequantize their weight to the input's dtype on every call and
 then call ``F.linear``.  Two 4-bit values share one ``uint8`` byte (low nibble first); each
 group of ``group_size`` consecutive weights of a row shares one scale (absmax / level max).
+The primitives are Part II's (:mod:`vramlib.quant`): the NF4 table (:func:`~vramlib.quant.nf4_levels`),
+nearest-level snapping (:func:`~vramlib.quant.snap_to_levels`), nibble packing
+(:func:`~vramlib.quant.pack_int4`, code index ``i`` stored as ``i - 8``) and the symmetric INT8
+map (:func:`~vramlib.quant.quant_params`, :func:`~vramlib.quant.quantize`).
 
 Bytes of a packed 4-bit matrix with ``n`` elements, group size ``g`` and scales of ``s``
 bytes::
@@ -21,15 +25,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .quant import nf4_levels, pack_int4, quant_params, quantize, snap_to_levels, unpack_int4
+
 __all__ = ["NF4_LEVELS", "quantize_4bit", "dequantize_4bit", "quantize_int8", "Linear4bit",
            "Linear8bit", "quantize_linears", "packed_4bit_bytes", "int8_bytes"]
 
-#: The 16 NF4 levels of QLoRA (normalised to [-1, 1]); index 7 is exactly zero.
-NF4_LEVELS = torch.tensor([
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-    0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0])
+#: The 16 NF4 levels of QLoRA (normalised to [-1, 1]); index 7 is exactly zero.  The table is
+#: Part II's :func:`vramlib.quant.nf4_levels`, computed once here.
+NF4_LEVELS = nf4_levels()
 
 _KINDS = ("int4", "nf4")
 
@@ -70,19 +73,16 @@ def quantize_4bit(w: torch.Tensor, group_size: int = 64, kind: str = "nf4"):
     if group_size <= 0 or group_size % 2 or w.numel() % group_size:
         raise ValueError(f"group_size must be even, positive and divide numel={w.numel()}, got {group_size}")
     levels = _levels(kind).to(w.device)
-    g = w.detach().float().reshape(-1, group_size)
-    scales = g.abs().amax(dim=1).clamp_min(1e-12)
-    normed = g / scales[:, None]
-    codes = (normed[..., None] - levels).abs().argmin(dim=-1).to(torch.uint8).reshape(-1)
-    packed = codes[0::2] | (codes[1::2] << 4)
-    return packed, scales
+    codes, scales = snap_to_levels(w.reshape(-1, group_size), levels)
+    packed = pack_int4(codes.reshape(-1) - 8)          # code index 0..15 stored as -8..7
+    return packed, scales.reshape(-1)
 
 
 def dequantize_4bit(packed: torch.Tensor, scales: torch.Tensor, shape, kind: str = "nf4",
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Inverse of :func:`quantize_4bit`.  Defined in Part I, "Fine-tuning" (QLoRA)."""
     levels = _levels(kind).to(packed.device)
-    codes = torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(-1).long()
+    codes = unpack_int4(packed.reshape(-1)).long() + 8
     vals = levels[codes].reshape(scales.numel(), -1) * scales[:, None]
     return vals.reshape(shape).to(dtype)
 
@@ -93,8 +93,9 @@ def quantize_int8(w: torch.Tensor):
     Defined in Part I, "Inference" (quantized weights)."""
     if not isinstance(w, torch.Tensor) or w.dim() != 2 or not w.is_floating_point():
         raise TypeError("quantize_int8 needs a 2-D floating-point tensor")
-    scales = w.detach().float().abs().amax(dim=1).clamp_min(1e-12) / 127.0
-    q = torch.round(w.detach().float() / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    w = w.detach().float()
+    scales, zero = quant_params(w.amin(dim=1), w.amax(dim=1), 8, symmetric=True)   # absmax / 127
+    q = quantize(w, scales[:, None], zero[:, None], -127, 127).to(torch.int8)
     return q, scales
 
 

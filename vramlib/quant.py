@@ -270,10 +270,22 @@ def quantize_nf4(x: torch.Tensor, group_size: int = 64) -> torch.Tensor:
     """NF4 fake quantization: per group, divide by the group's absmax and snap to the nearest
     NF4 level.  Defined in Part II, "Numbers and quantization math"."""
     rows = _rows(x.detach().float(), "group", group_size)
-    amax = rows.abs().amax(1, keepdim=True).clamp(min=1e-12)
-    lv = nf4_levels()
-    idx = ((rows / amax).unsqueeze(-1) - lv).abs().argmin(-1)
+    lv = nf4_levels().to(rows.device)
+    idx, amax = snap_to_levels(rows, lv)
     return (lv[idx] * amax).reshape(x.shape).to(x.dtype)
+
+
+def snap_to_levels(rows: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Code-book (absmax) quantization of each row of ``rows`` (shape ``(n, k)``): divide by the
+    row's absmax (at least ``1e-12``) and take the index of the nearest of ``levels`` (values in
+    [-1, 1], e.g. :func:`nf4_levels`).  Returns ``(indices (n, k) int64, absmax (n, 1))``; the
+    dequantized rows are ``levels[indices] * absmax``.  Used by :func:`quantize_nf4` and by
+    Part I's packed 4-bit store, :mod:`vramlib.qstore`.
+    Defined in Part II, "Numbers and quantization math"."""
+    rows = rows.detach().float()
+    amax = rows.abs().amax(1, keepdim=True).clamp(min=1e-12)
+    idx = ((rows / amax).unsqueeze(-1) - levels.to(rows.device)).abs().argmin(-1)
+    return idx, amax
 
 
 def sqnr_db(x: torch.Tensor, x_hat: torch.Tensor) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -18,17 +19,42 @@ import torch
 
 from .device import device_info
 
-__all__ = ["write_record", "load_record", "provenance_line", "repo_root"]
+__all__ = ["provenance", "write_record", "load_record", "provenance_line", "repo_root", "results_dir"]
+
+
+def _find_up(start: Path, found) -> Path | None:
+    """The nearest folder at or above ``start`` for which ``found(folder)`` is true, or ``None``."""
+    for q in (start, *start.parents):
+        if found(q):
+            return q
+    return None
 
 
 def repo_root(start: str | Path | None = None) -> Path | None:
     """The nearest folder at or above ``start`` (default: the working directory) that holds
     ``benchmarks/`` and ``pyproject.toml``, or ``None``."""
-    p = Path(start or Path.cwd()).resolve()
-    for q in (p, *p.parents):
-        if (q / "pyproject.toml").exists() and (q / "benchmarks").is_dir():
-            return q
-    return None
+    return _find_up(Path(start or Path.cwd()).resolve(),
+                    lambda q: (q / "pyproject.toml").exists() and (q / "benchmarks").is_dir())
+
+
+def results_dir(start: str | Path | None = None) -> Path | None:
+    """The nearest ``benchmarks/results`` folder at or above ``start`` (default: the working
+    directory), or ``None``; :func:`vramlib.bench.find_recorded_results` lists it.
+    Defined in Part III, "Measure your own device"."""
+    q = _find_up(Path(os.path.abspath(start or os.getcwd())), lambda q: (q / "benchmarks" / "results").is_dir())
+    return None if q is None else q / "benchmarks" / "results"
+
+
+def provenance(device=None) -> dict:
+    """Where and when a result was measured: ``{"device": device_info(device), "torch",
+    "cuda", "python", "date"}`` (UTC, ISO 8601).  The one provenance builder: :func:`write_record`
+    stores its fields flat, :func:`vramlib.bench.provenance` (Part III) returns it as is.
+
+    Defined in Part I, "Anatomy of memory" (how recorded GPU runs are shown) and Part III,
+    "Measure your own device"."""
+    return {"device": device_info(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def write_record(path: str | Path, results: dict, config: dict, device=None) -> Path:
@@ -36,10 +62,9 @@ def write_record(path: str | Path, results: dict, config: dict, device=None) -> 
     as JSON to ``path``.  Defined in Part I, "Anatomy of memory"."""
     if not isinstance(results, dict) or not isinstance(config, dict):
         raise TypeError("results and config must be dicts")
-    prov = device_info(device)
-    prov.update(date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                python=platform.python_version(), command=" ".join(sys.argv),
-                torch=torch.__version__)
+    p = provenance(device)
+    prov = dict(p["device"])                           # flat: the device facts, then the run's
+    prov.update(date=p["date"], python=p["python"], command=" ".join(sys.argv), torch=p["torch"])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"provenance": prov, "config": config, "results": results}, indent=1, default=str))

@@ -6,7 +6,8 @@
   its code (Part I, "Pretraining"); :func:`gpt_train_peak_bytes` adds the transient of the
   loss's backward.
 * :func:`rule_a6`, :func:`rule_a7`, :func:`rule_a9`, :func:`rule_a11` — the source article's
-  rules of thumb, written down literally so they can be put beside measurements.
+  rules of thumb, written down literally so they can be put beside measurements (integer
+  wrappers of :mod:`vramlib.estimate.rules`, which holds the formulas).
 * :func:`per_gpu_training_bytes` — data parallel, ZeRO-1/2/3 (FSDP), tensor and pipeline
   parallel (Part I, "Beyond one GPU").
 
@@ -16,6 +17,9 @@ Defined in Part I ("Anatomy of memory", "Pretraining", "Beyond one GPU").
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .estimate.rules import (article_inference_rule, article_simple_rule, article_training_rule,
+                             quantized_bytes)
 
 __all__ = ["DTYPE_BYTES", "POLICIES", "OPTIMIZER_SLOTS", "training_state_bytes",
            "gpt_activation_bytes", "gpt_train_peak_bytes", "finetune_activation_bytes", "list_saved_tensors", "rule_a6", "rule_a7", "rule_a9",
@@ -145,35 +149,41 @@ def finetune_activation_bytes(cfg, batch: int, seq: int, mode: str = "full", tra
 
 
 def rule_a6(n_params: int, activations_per_sample: int, batch: int) -> int:
-    """Source claim A6, literally: ``(P + B·A + P + 2P) × 4`` bytes.
+    """Source claim A6, literally: ``(P + B·A + P + 2P) × 4`` bytes.  Integer arguments, integer
+    result; the formula is :func:`vramlib.estimate.article_training_rule` (note its argument
+    order: ``params, batch, activations_per_sample``).
 
     Defined in Part I, "Pretraining"."""
     for name, v in (("n_params", n_params), ("activations_per_sample", activations_per_sample), ("batch", batch)):
         _check_count(name, v)
-    return 4 * (n_params + batch * activations_per_sample + n_params + 2 * n_params)
+    return int(article_training_rule(n_params, batch, activations_per_sample))
 
 
 def rule_a7(n_params: int, batch: int) -> int:
-    """Source claim A7, literally: about ``4 × B × P`` bytes.  Defined in Part I, "Pretraining"."""
+    """Source claim A7, literally: about ``4 × B × P`` bytes (integer form of
+    :func:`vramlib.estimate.article_simple_rule`).  Defined in Part I, "Pretraining"."""
     _check_count("n_params", n_params)
     _check_count("batch", batch)
-    return 4 * batch * n_params
+    return int(article_simple_rule(n_params, batch))
 
 
 def rule_a9(n_params: int) -> int:
-    """Source claim A9: inference ≈ ``P × 2`` bytes (16-bit weights).  Defined in Part I, "Inference"."""
+    """Source claim A9: inference ≈ ``P × 2`` bytes (16-bit weights); integer form of
+    :func:`vramlib.estimate.article_inference_rule`.  Defined in Part I, "Inference"."""
     _check_count("n_params", n_params)
-    return 2 * n_params
+    return int(article_inference_rule(n_params))
 
 
 def rule_a11(n_params: int, bits: int) -> int:
-    """Source claim A11: quantized weights take ``P × bits / 8`` bytes (no scales counted).
+    """Source claim A11: quantized weights take ``P × bits / 8`` bytes (no scales counted),
+    rounded down; the formula of :func:`vramlib.estimate.article_quantized_rule`, here also
+    for 3- and 2-bit weights (and not 32).
 
     Defined in Part I, "Inference"."""
     _check_count("n_params", n_params)
     if bits not in (16, 8, 4, 3, 2):
         raise ValueError(f"bits must be one of 16, 8, 4, 3, 2, got {bits!r}")
-    return n_params * bits // 8
+    return int(quantized_bytes(n_params, bits))
 
 
 #: Multi-GPU strategies known to :func:`per_gpu_training_bytes`.

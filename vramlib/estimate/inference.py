@@ -31,7 +31,7 @@ from .breakdown import Breakdown
 from .config import ModelSpec
 from .params import ParamCount, count_params
 
-__all__ = ["InferenceScenario", "estimate_inference_spec", "WEIGHT_FORMATS", "weight_bytes", "kv_cache_bytes"]
+__all__ = ["InferenceScenario", "estimate_inference_spec", "WEIGHT_FORMATS", "weight_bytes", "kv_bytes", "kv_cache_bytes"]
 
 WEIGHT_FORMATS = ("fp32", "bf16", "fp16", "fp8", "int8", "int4", "nf4")
 _BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "int4": 4, "nf4": 4}
@@ -106,14 +106,23 @@ def weight_bytes(pc: ParamCount, spec: ModelSpec, fmt: str, group_size: int = 64
     return lin * bits / 8 + scales + rest_bytes
 
 
+def kv_bytes(num_layers: int, batch: int, tokens: int, kv_dim: int, bytes_per_elem: float) -> float:
+    """The KV-cache formula: ``2 · layers · batch · tokens · kv_dim · bytes`` (keys and values,
+    ``kv_dim = n_kv_heads · head_dim``).  The one place it is written down: used by
+    :func:`kv_cache_bytes` and by :func:`vramlib.generate.kv_cache_bytes`.
+    Defined in Part I, "Inference"."""
+    return 2 * num_layers * kv_dim * bytes_per_elem * tokens * batch
+
+
 def kv_cache_bytes(spec: ModelSpec, batch: int, tokens: int, kv_dtype: str = "bf16") -> float:
     """KV cache of ``tokens`` positions for ``batch`` sequences (sliding-window layers cap at
-    the window).  Defined in Part I, "Inference"."""
+    the window), from :func:`kv_bytes`.  Defined in Part I, "Inference"."""
     b = DTYPE_BYTES[kv_dtype]
     t = min(tokens, spec.sliding_window) if spec.sliding_window else tokens
     if spec.family == "gemma2" and spec.sliding_window:   # every other layer slides
-        return batch * spec.kv_dim * 2 * b * (spec.num_layers // 2 * t + (spec.num_layers - spec.num_layers // 2) * tokens)
-    return 2 * spec.num_layers * spec.kv_dim * b * t * batch
+        half = spec.num_layers // 2
+        return kv_bytes(half, batch, t, spec.kv_dim, b) + kv_bytes(spec.num_layers - half, batch, tokens, spec.kv_dim, b)
+    return kv_bytes(spec.num_layers, batch, t, spec.kv_dim, b)
 
 
 def estimate_inference_spec(spec: ModelSpec, sc: InferenceScenario, pc: ParamCount | None = None,

@@ -48,4 +48,11 @@ def article_quantized_rule(params: Any, bits: int) -> float:
     """A11: ``P × bits / 8`` bytes, e.g. 7B in INT4 → 3.5 GB.  Defined in Part I, "Inference"."""
     if bits not in (4, 8, 16, 32):
         raise ValueError(f"bits must be 4, 8, 16 or 32; got {bits!r}")
+    return quantized_bytes(params, bits)
+
+
+def quantized_bytes(params: Any, bits: float) -> float:
+    """The A11 formula without the check on ``bits``: ``P × bits / 8`` bytes (no scales).
+    :func:`vramlib.stagemem.rule_a11` uses it for 3- and 2-bit weights too.
+    Defined in Part I, "Inference"."""
     return _params(params) * bits / 8

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["max_batch", "max_context"]
+__all__ = ["max_batch", "max_context", "largest_fitting"]
 
 
-def _largest(fits: Callable[[int], bool], limit: int) -> int:
-    if not fits(1):
+def largest_fitting(fits: Callable[[int], bool], limit: int, start: int = 1) -> int:
+    """The largest ``n`` in ``[start, limit]`` with ``fits(n)``, for a monotone ``fits``: try
+    ``start``, double while it fits, then bisect (0 if ``start`` does not fit; ``start`` is
+    returned untested further when ``start ≥ limit``).  Also the search behind
+    :func:`vramlib.budget.largest_batch`.  Defined in Part I, "The calculator"."""
+    if not fits(start):
         return 0
-    lo, hi = 1, 2
+    lo, hi = start, start * 2
     while hi <= limit and fits(hi):
         lo, hi = hi, hi * 2
     hi = min(hi, limit + 1)
@@ -39,9 +43,9 @@ def max_batch(model: Any, gpu: Any, stage: str = "train", seq_len: int = 2048, h
 
     g = get_gpu(gpu)
     if stage == "train":
-        return _largest(lambda b: estimate_training(model, b, seq_len, **scenario).fits(g, headroom=headroom), limit)
+        return largest_fitting(lambda b: estimate_training(model, b, seq_len, **scenario).fits(g, headroom=headroom), limit)
     if stage == "inference":
-        return _largest(lambda b: estimate_inference(model, b, **scenario).fits(g, headroom=headroom), limit)
+        return largest_fitting(lambda b: estimate_inference(model, b, **scenario).fits(g, headroom=headroom), limit)
     raise ValueError(f"stage must be 'train' or 'inference'; got {stage!r}")
 
 
@@ -59,8 +63,8 @@ def max_context(model: Any, gpu: Any, stage: str = "inference", batch: int = 1, 
     if spec.position == "learned":
         limit = min(limit, spec.max_position_embeddings - (scenario.get("new_tokens", 128) if stage == "inference" else 0))
     if stage == "train":
-        return _largest(lambda s: estimate_training(spec, batch, s, **scenario).fits(g, headroom=headroom), limit)
+        return largest_fitting(lambda s: estimate_training(spec, batch, s, **scenario).fits(g, headroom=headroom), limit)
     if stage == "inference":
-        return _largest(lambda s: estimate_inference(spec, batch, prompt_len=s, **scenario).fits(g, headroom=headroom),
+        return largest_fitting(lambda s: estimate_inference(spec, batch, prompt_len=s, **scenario).fits(g, headroom=headroom),
                         limit)
     raise ValueError(f"stage must be 'train' or 'inference'; got {stage!r}")
