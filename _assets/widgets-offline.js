@@ -9,7 +9,12 @@
 (function () {
   var root = document.documentElement.dataset.content_root || "";
   if (window.require && window.require.config) {
-    window.require.config({ paths: { "@jupyter-widgets/html-manager/dist": root + "_static/html-manager" } });
+    // Every bundled @jupyter-widgets/* module (controls, base, ...) takes its font URLs from its
+    // own module path, so map the whole scope, not only the HTML manager's folder.
+    window.require.config({ paths: {
+      "@jupyter-widgets/html-manager/dist": root + "_static/html-manager",
+      "@jupyter-widgets": root + "_static/html-manager",
+    } });
   }
   function shimMathJax2() {
     var mj = window.MathJax;
