@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         what="simulate two training steps of a Llama-2-7B-architecture model, batch %d, seq %d" % (a.batch, a.seq),
         config=LLAMA2_7B, batch=a.batch, seq=a.seq, steps=a.steps, rows=rows,
         import_seconds=round(t_import, 2), peak_rss_mib=round(rss_mib(), 1),
-        provenance=dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        provenance=dict(device="cpu (simulated: fake tensors)", date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                         machine=platform.machine(), processor=platform.processor() or platform.machine(),
                         cpus=os.cpu_count(), python=sys.version.split()[0], torch=torch.__version__,
                         transformers=transformers.__version__),

@@ -131,6 +131,7 @@ def main(argv=None):
         report(rows)
         prov = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
                 "transformers": transformers.__version__, "gpu": torch.cuda.get_device_name(dev),
+                "device": torch.cuda.get_device_name(dev),
                 "cuda": torch.version.cuda, "world_size": world, "config": CFG}
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps({"provenance": prov, "cases": rows}, indent=1, default=str))

@@ -64,7 +64,8 @@ def write_record(path: str | Path, results: dict, config: dict, device=None) -> 
         raise TypeError("results and config must be dicts")
     p = provenance(device)
     prov = dict(p["device"])                           # flat: the device facts, then the run's
-    prov.update(date=p["date"], python=p["python"], command=" ".join(sys.argv), torch=p["torch"])
+    prov.update(device=prov.get("name"), date=p["date"], python=p["python"], command=" ".join(sys.argv),
+                torch=p["torch"])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"provenance": prov, "config": config, "results": results}, indent=1, default=str))
