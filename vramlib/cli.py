@@ -34,9 +34,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
-    from .estimate import estimate_inference, estimate_training
+    from .estimate import RESERVE_FRACTION, estimate_inference, estimate_training
 
-    common = dict(reserve_fraction=args.reserve, device=args.device)
+    reserve = RESERVE_FRACTION if args.reserve is None else args.reserve
+    common = dict(reserve_fraction=reserve, device=args.device)
     if args.stage == "train":
         trainable = args.trainable
         b = estimate_training(args.model, args.batch, args.seq, num_gpus=args.gpus, zero=args.zero, tp=args.tp,
@@ -104,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tp", type=int, default=1)
     e.add_argument("--pp", type=int, default=1)
     e.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    e.add_argument("--reserve", type=float, default=0.05, help="allocator reserve as a fraction of the peak")
+    e.add_argument("--reserve", type=float, default=None,
+                   help="allocator reserve as a fraction of the peak (default: the measured median, 0.094)")
     e.add_argument("--gpu", default=None, help="also say whether it fits this GPU (e.g. h100-sxm)")
     e.add_argument("--json", action="store_true", help="print every component as JSON")
     e.set_defaults(func=_cmd_estimate)

@@ -29,11 +29,20 @@ __all__ = ["estimate_training", "estimate_inference", "load_model_config", "list
            "Breakdown", "ModelSpec", "ParamCount", "TrainScenario", "InferenceScenario", "ParallelConfig",
            "dense_transformer", "max_batch", "max_context", "article_training_rule", "article_simple_rule",
            "article_inference_rule", "article_quantized_rule", "COMPONENTS", "OVERHEADS", "FAMILIES",
-           "num_params"]
+           "num_params", "CUDA_CONTEXT_BYTES", "RESERVE_FRACTION"]
 
-#: Typical framework overhead on a Hopper GPU with torch 2.x: CUDA context + cuBLAS/cuDNN
-#: handles and kernels loaded (measured by nvidia-smi minus reserved memory).
-CUDA_CONTEXT_BYTES = 600 * 2**20
+#: Device memory a CUDA process holds outside torch's allocator once CUDA, cuBLAS/cuBLASLt and
+#: SDPA kernels are loaded: 804,061,184 B (766.8 MiB), measured by benchmarks/cuda_context.py
+#: (``benchmarks/results/cuda_context_h100.json`` and ``..._h200.json``: the same on both, driver
+#: 580.159.04, CUDA 13.0, torch 2.11, 2026-11-21).  Other drivers, CUDA versions and libraries
+#: (cuDNN, NCCL) move it; pass ``cuda_context=`` to override.
+CUDA_CONTEXT_BYTES = 804_061_184
+
+#: Reserved-but-unallocated memory of torch's caching allocator at the peak, as a fraction of
+#: the allocated peak: the median over the estimator's "fresh" GPU grid
+#: (``benchmarks/results/estimator_gpu_fresh.json``: 24 cases, median 9.4 %, range 2.3–39.8 %).
+#: It depends on the allocation pattern; the estimator reports it as its own line.
+RESERVE_FRACTION = 0.094
 
 
 def _overhead(peak: int, device: str, cuda_context: int | None, reserve_fraction: float) -> dict[str, int]:
@@ -56,7 +65,7 @@ def num_params(model: Any) -> int:
 
 def estimate_training(model: Any, batch: int, seq_len: int, *, num_gpus: int = 1, zero: int = 0,
                       tp: int = 1, pp: int = 1, cuda_context: int | None = None,
-                      reserve_fraction: float = 0.05, **scenario: Any) -> Breakdown:
+                      reserve_fraction: float = RESERVE_FRACTION, **scenario: Any) -> Breakdown:
     """Per-GPU peak memory of one training step (a :class:`Breakdown`).
 
     ``model``: a bundled name (:func:`list_models`), a ``config.json`` path or dict, a
@@ -80,7 +89,7 @@ def estimate_training(model: Any, batch: int, seq_len: int, *, num_gpus: int = 1
 
 def estimate_inference(model: Any, batch: int = 1, prompt_len: int = 512, new_tokens: int = 128, *,
                        tp: int = 1, pp: int = 1, cuda_context: int | None = None,
-                       reserve_fraction: float = 0.05, **scenario: Any) -> Breakdown:
+                       reserve_fraction: float = RESERVE_FRACTION, **scenario: Any) -> Breakdown:
     """Per-GPU peak memory of ``model.generate`` (a :class:`Breakdown`).
 
     ``scenario`` keys are the fields of :class:`InferenceScenario` (``weights``,
