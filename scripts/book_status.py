@@ -147,7 +147,7 @@ def render(root: Path = ROOT) -> str:
     if res:
         out.append(_table(["file (benchmarks/results/)", "device", "driver", "torch", "CUDA", "date"],
                           [[f"`{r['file']}`", r.get("device"), r.get("driver"), r.get("torch"), r.get("cuda"),
-                            r.get("date")] for r in res]))
+                            str(r.get("date") or "")[:19].replace("T", " ")] for r in res]))
     else:
         out.append("No recorded GPU run yet: `benchmarks/results/` holds no result file.")
     return "\n".join(out) + "\n"
