@@ -13,7 +13,6 @@ idle GPU; it writes JSON with provenance.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vramlib.device import device_info  # noqa: E402
+from vramlib.records import provenance  # noqa: E402
 
 
 def outside_allocator() -> int:
@@ -49,8 +48,7 @@ def main() -> int:
     torch.cuda.synchronize()
     stages["after first fused attention (SDPA)"] = outside_allocator()
     out = {
-        "provenance": {"device": device_info("cuda"), "torch": torch.__version__,
-                       "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+        "provenance": provenance("cuda"),
         "bytes_outside_allocator": stages,
         "note": "device memory in use minus torch's reserved memory, in one fresh process",
     }
