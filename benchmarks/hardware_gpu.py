@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     def first_matmul_workspace():
         # Must run first, in a fresh process: the first matrix product of a thread makes cuBLAS
         # allocate its workspace through torch's caching allocator, and it stays for good.
-        from vramlib.measure import track_memory
+        from vramlib.tracker import track_memory
         with track_memory(dev) as rep:
             a = torch.randn(64, 64, device=dev)
             c = a @ a

@@ -5,7 +5,7 @@ import torch
 
 from vramlib.generate import KVCache, generate, kv_cache_bytes
 from vramlib.lora import LoRALinear, apply_lora, lora_param_count, trainable_params
-from vramlib.measure import track_memory
+from vramlib.tracker import track_memory
 from vramlib.models import GPT, GPTConfig
 from vramlib.qstore import (NF4_LEVELS, Linear4bit, Linear8bit, dequantize_4bit, packed_4bit_bytes,
                             quantize_4bit, quantize_linears)

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from .estimate.solve import largest_fitting
-from .measure import StorageTracker
+from .tracker import StorageTracker
 from .units import fmt_bytes
 
 __all__ = ["BudgetExceeded", "BudgetTracker", "StepOutcome", "try_step", "largest_batch"]

@@ -20,7 +20,7 @@ from dataclasses import asdict
 import torch
 import torch.distributed as dist
 
-from .measure import track_memory
+from .tracker import track_memory
 from .models.nanogpt import GPT, GPTConfig
 
 __all__ = ["run_fsdp_demo", "fsdp_rank_step", "local_bytes"]

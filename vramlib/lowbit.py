@@ -104,7 +104,7 @@ def runtime_memory(cfg, batch: int, variant: str = "float", device: str | torch.
     import warnings
 
     from .device import pick_device
-    from .measure import param_bytes, track_memory
+    from .tracker import param_bytes, track_memory
     from .models import GPT
 
     if variant not in VARIANTS:

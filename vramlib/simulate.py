@@ -4,7 +4,7 @@
 decode loop — under torch's fake-tensor machinery
 (``torch._subclasses.fake_tensor.FakeTensorMode``): every operator computes the shapes,
 dtypes, devices and strides of its results, but no data.  A
-:class:`~vramlib.measure.StorageTracker` (subclassed here) records every tensor storage the
+:class:`~vramlib.tracker.StorageTracker` (subclassed here) records every tensor storage the
 step creates and, through a weak reference, the moment torch frees it.  So the live bytes
 over time — and their peak — are those of the real run, for any model size, on a laptop.
 
@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
-from .measure import StorageTracker
+from .tracker import StorageTracker
 from .units import _UNITS, fmt_bytes
 
 __all__ = ["simulate", "Simulator", "SimulationResult", "mark", "phase", "decode_loop",
