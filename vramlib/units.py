@@ -57,7 +57,9 @@ def fmt_num(x: float, digits: int = 2, *, pct: bool = False, signed: bool = Fals
     a check cell then asserts the lesson within a stated tolerance.  ``-0.0`` prints as
     ``0.0`` (``±0.0`` when ``signed``).  Defined in Chapter 0, "How the book prints numbers".
     """
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
+    if isinstance(x, (bool, str, bytes)):
+        raise TypeError(f"fmt_num expects a number, got {type(x).__name__}: {x!r}")
+    if not isinstance(x, (int, float)):
         try:
             x = float(x)  # numpy scalars, 0-d tensors
         except (TypeError, ValueError):
