@@ -94,7 +94,13 @@
       els[f.name] = { wrap, c, err };
       groups.get(f.group).append(wrap);
     }
-    els.form.replaceChildren(...groups.values());
+    const reset = h("button", { type: "button", class: "vc-reset", text: "reset to the defaults" });
+    reset.addEventListener("click", () => {
+      state = Object.assign({}, schema.defaults);
+      fillControls();
+      recompute();
+    });
+    els.form.replaceChildren(...groups.values(), reset);
   }
   function fillControls() {
     for (const f of schema.fields) {
@@ -113,9 +119,9 @@
     const b = r.breakdown, cap = r.gpu.memory_bytes;
     const parts = Object.entries(b.components).filter(([, v]) => v > 0).map(([k, v]) => [k, v, false])
       .concat(Object.entries(b.overhead).filter(([, v]) => v > 0).map(([k, v]) => [k, v, true]));
-    const scale = Math.max(b.total_reserved, cap) * 1.04, W = 1000, x0 = 10, w = W - 20;
+    const scale = Math.max(b.total_reserved, cap) * 1.04, W = 600, x0 = 8, w = W - 16;
     const svg = document.createElementNS(SVGNS, "svg");
-    svg.setAttribute("viewBox", `0 0 ${W} 92`);
+    svg.setAttribute("viewBox", `0 0 ${W} 96`);
     svg.setAttribute("class", "vc-bar");
     svg.setAttribute("role", "img");
     svg.setAttribute("aria-label", "memory per component, stacked, against the GPU's memory");
@@ -149,14 +155,14 @@
     s("line", { x1: cx, y1: "8", x2: cx, y2: "66", stroke: "currentColor", "stroke-width": "2.5",
       "stroke-dasharray": "5 3" });
     s("text", { x: Math.min(cx, W - 4), y: "6", "text-anchor": cx > W - 200 ? "end" : "middle",
-      "font-size": "13", fill: "currentColor", "dominant-baseline": "hanging" }, `${r.gpu.key}: ${gib(cap)}`);
+      "font-size": "12", fill: "currentColor", "dominant-baseline": "hanging" }, `${r.gpu.key}: ${gib(cap)}`);
     const step = [1, 2, 5, 10, 20, 40, 50, 100, 200, 500].find((st) => scale / GIB / st <= 8) || 1000;
     for (let g = 0; g * GIB <= scale; g += step) {
       const tx = x0 + ((g * GIB) / scale) * w;
       s("line", { x1: tx, y1: "60", x2: tx, y2: "66", stroke: "currentColor", "stroke-width": "1" });
-      s("text", { x: tx, y: "80", "text-anchor": "middle", "font-size": "12", fill: "currentColor" }, `${g}`);
+      s("text", { x: tx, y: "79", "text-anchor": "middle", "font-size": "11", fill: "currentColor" }, `${g}`);
     }
-    s("text", { x: W - 10, y: "92", "text-anchor": "end", "font-size": "12", fill: "currentColor" }, "GiB");
+    s("text", { x: W - 8, y: "94", "text-anchor": "end", "font-size": "11", fill: "currentColor" }, "GiB");
     return svg;
   }
   function table(r) {
@@ -244,6 +250,7 @@
       T.lastJson = r.json;
     }
     T.lastResult = r;
+    T.state = Object.assign({}, state);
     writeHash(r.relevant);
     T.computes += 1;
     const ms = performance.now() - t0;
@@ -263,7 +270,7 @@
       throw new Error("this page runs Python from the site's files, which browsers refuse to do for a page " +
         "opened from disk: serve the folder (python -m http.server -d _build/html) and open it from there");
     }
-    setStatus("Loading Python (Pyodide, about 13 MB the first time) …");
+    setStatus("Loading Python (Pyodide) …");
     const files = Promise.all([
       fetchOk(STATIC + "calculator/manifest.json", "json").then(async (m) => [m,
         await fetchOk(STATIC + "calculator/" + m.wheel, "arrayBuffer")]),

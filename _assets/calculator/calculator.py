@@ -252,7 +252,8 @@ def compute(state_json: str) -> str:
         fits = b.fits(gpu)
     except (ValueError, TypeError) as exc:
         msg = str(exc)
-        return json.dumps({"ok": False, "errors": [{"field": field_of(msg, on), "message": msg}]})
+        return json.dumps({"ok": False, "errors": [{"field": field_of(msg, on), "message": msg}], "relevant": on,
+                           "argv": cli_argv(e)})
     d = b.to_dict()
     spec = load_model_config(model)
     kw = _kwargs(e)
