@@ -345,6 +345,16 @@ def check_calculator(base: str, screenshot: str | None) -> int:
     bridge = load_bridge()
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile, \
             tempfile.TemporaryDirectory(prefix="calculator-cli-") as cwd:
+
+        def in_cpython(state: dict) -> dict:
+            """The bridge's result for ``state`` here (it writes a pasted config under its cwd)."""
+            here = os.getcwd()
+            os.chdir(cwd)
+            try:
+                return json.loads(bridge.compute(json.dumps(state)))
+            finally:
+                os.chdir(here)
+
         drv = browser(profile)  # a fresh profile: nothing cached, as on a reader's first visit
         try:
             cpu0 = browser_cpu_s(drv)
@@ -382,9 +392,7 @@ def check_calculator(base: str, screenshot: str | None) -> int:
                         probs.append(f"CLI failed: {cli.stderr.strip()}")
                     elif cli.stdout.rstrip("\n") != r["json"]:
                         probs.append(f"page JSON differs from `{r['command']}`")
-                    if r["command"] != "vramlib " + " ".join(r["result"]["argv"]).replace(sc.get("config") or "\0", ""):
-                        pass  # the shown command is shell-quoted; argv is what was run
-                    here = json.loads(bridge.compute(json.dumps(r["state"])))
+                    here = in_cpython(r["state"])
                     for k in ("fits", "margin", "max_batch", "max_context", "gpu", "breakdown"):
                         if here.get(k) != r["result"].get(k):
                             probs.append(f"{k}: page {r['result'].get(k)} vs CPython {here.get(k)}")
@@ -409,7 +417,7 @@ def check_calculator(base: str, screenshot: str | None) -> int:
                     if cli.returncode != 2 or cli.stderr.strip() != f"vramlib: error: {msg}":
                         probs.append(f"CLI says {cli.stderr.strip()!r}, the page {msg!r}")
                 else:
-                    here = json.loads(bridge.compute(json.dumps(r["state"])))
+                    here = in_cpython(r["state"])
                     if here["errors"][0]["message"] != msg:
                         probs.append(f"CPython says {here['errors'][0]['message']!r}, the page {msg!r}")
                 if not r["banner"] or not r["text"].strip() or "NaN" in r["text"]:
