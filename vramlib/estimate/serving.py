@@ -10,6 +10,8 @@ KV quantization) is :mod:`vramlib.serving`.
 from __future__ import annotations
 
 import json
+import math
+import random
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence
@@ -19,7 +21,7 @@ from .config import ModelSpec, load_model_config
 from .inference import kv_bytes, kv_cache_bytes
 
 __all__ = ["MLASpec", "load_mla_config", "kv_bytes_per_token", "mla_kv_bytes_per_token",
-           "mla_uncompressed_kv_bytes_per_token", "kv_cache_bytes_at", "paged_tokens",
+           "mla_uncompressed_kv_bytes_per_token", "kv_cache_bytes_at", "request_lengths", "paged_tokens",
            "kv_allocation", "ServingPlan", "serving_memory_plan", "simulate_batching",
            "prefix_cache_blocks", "quantized_kv_bytes_per_token", "speculative_extra_bytes",
            "decode_bytes_per_step", "decode_time_per_token"]
@@ -117,6 +119,22 @@ def kv_cache_bytes_at(model: Any, batch: int, tokens: int, kv_dtype: str = "bf16
 
 
 # --------------------------------------------------------------------------- paging
+def request_lengths(n: int, seed: int = 0, max_len: int = 2048, prompt_mean: float = 161.0,
+                    output_mean: float = 338.0, sigma: float = 0.9) -> list[tuple[int, int]]:
+    """``n`` seeded ``(prompt, output)`` token counts, each lognormal with the given means
+    (defaults: the ShareGPT means the vLLM paper reports, 161 and 338 tokens) and log-space
+    spread ``sigma``, each capped at ``max_len // 2``.  Defined in Part I, "Serving memory",
+    section "Contiguous pre-allocation versus paging"."""
+    _pos_int(n, "n")
+    _pos_int(max_len, "max_len", 8)
+    rng = random.Random(seed)
+    mu = -sigma * sigma / 2                        # E[exp(N(mu, sigma))] = 1
+
+    def draw(mean: float) -> int:
+        return int(min(max_len // 2, max(4, round(mean * math.exp(rng.gauss(mu, sigma))))))
+    return [(draw(prompt_mean), draw(output_mean)) for _ in range(n)]
+
+
 def paged_tokens(length: int, block_size: int) -> int:
     """Token slots a paged cache reserves for a sequence: ``⌈length / block⌉ · block``.
     Defined in Part I, "Serving memory", section "Paging the KV cache"."""
