@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vramlib import pick_device, seed_everything, track_memory  # noqa: E402
 from vramlib.estimate.config import from_gpt_config  # noqa: E402
-from vramlib.estimate.moe import moe_mlp_saved_bytes, moe_params  # noqa: E402
+from vramlib.estimate.moe import moe_mlp_saved_bytes, moe_params, moe_prefill_transient_bytes  # noqa: E402
 from vramlib.estimate.serving import (kv_allocation, request_lengths,  # noqa: E402
                                       serving_memory_plan)
 from vramlib.generate import KVCache, decode_step, generate, kv_cache_bytes, prefill  # noqa: E402
@@ -282,6 +282,13 @@ def moe(dev, small):
         generate(im, x[:, :prompt], new)
     counts_gen = [b.mlp.last_counts for b in im.blocks]
     W = sum(p.numel() for p in im.parameters()) * 4
+    cache = KVCache.allocate(im, B, prompt + new)
+    with track_memory(dev) as rpf:
+        prefill(im, x[:, :prompt], cache)
+    pf = {"measured": rpf.peak, "max_count": max(max(b.mlp.last_counts) for b in im.blocks),
+          "predicted": moe_prefill_transient_bytes(B, prompt, cfg.d_model, cfg.mlp_ratio * cfg.d_model, E, k,
+                                                   max(max(b.mlp.last_counts) for b in im.blocks), 4)}
+    del cache
     del im
     _clean(dev)
     spec_p = moe_params(from_gpt_config(cfg).replace(num_experts=E, experts_per_token=k))
@@ -290,7 +297,7 @@ def moe(dev, small):
                                                   "moe_activations": moe_act, "expert_counts": counts},
             "generate": {"measured": rg.peak, "weights": W, "prompt": prompt, "new": new,
                          "kv": kv_cache_bytes(cfg.n_layer, B, prompt + new, cfg.n_kv_head, cfg.head_dim, 4),
-                         "expert_counts_last_step": counts_gen}}
+                         "expert_counts_last_step": counts_gen, "prefill_transient": pf}}
 
 
 # --------------------------------------------------------------------------- oom (subprocesses)
