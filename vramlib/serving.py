@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .estimate.moe import expert_capacity
 from .generate import KVCache
 from .models.nanogpt import GPT, GPTConfig
 
@@ -265,7 +266,7 @@ class MoEMLP(nn.Module):
         w = w / w.sum(dim=-1, keepdim=True)
         cap = None
         if self.capacity_factor is not None:
-            cap = -(-int(self.capacity_factor * N * self.top_k * 1000) // (E * 1000))
+            cap = expert_capacity(N, E, self.top_k, self.capacity_factor)
         out = torch.zeros_like(xf)
         self.last_counts = []
         for e, expert in enumerate(self.experts):

@@ -17,7 +17,7 @@ from .config import load_model_config
 from .params import count_params
 
 __all__ = ["moe_params", "expert_capacity", "router_bytes", "dispatch_bytes",
-           "expert_parallel_bytes", "moe_mlp_saved_bytes"]
+           "expert_parallel_bytes", "moe_mlp_saved_bytes", "moe_prefill_transient_bytes"]
 
 
 def _pos_int(v: Any, what: str, minimum: int = 1) -> int:
@@ -105,3 +105,26 @@ def moe_mlp_saved_bytes(tokens: int, hidden: int, ffn: int, num_experts: int, to
     router = tokens * num_experts * b + tokens * top_k * b + tokens * b + tokens * top_k * 8
     per_pair = (3 * hidden + 2 * ffn + 1) * b + 2 * 8
     return int(router + R * per_pair)
+
+
+def moe_prefill_transient_bytes(batch: int, seq: int, hidden: int, ffn: int, num_experts: int,
+                                top_k: int, max_count: int, bytes_per_elem: float = 4) -> int:
+    """Peak above weights and cache of a no-grad prefill of the book's GPT with
+    :class:`vramlib.serving.MoEMLP` blocks (``N = batch · seq``), the larger of two moments:
+    **attention** — residual, LayerNorm output, qkv output (``3·N·d``), attention output and
+    projection (``7·N·d`` in all, plus the int64 positions); **MoE** — residual, LayerNorm
+    output and the combined output (``3·N·d``), router probabilities ``N·E``, top-k weights
+    before and after renormalising, int64 indices, and the busiest expert's ``max_count``
+    tokens: their two int64 indices, and either their input row, ``fc`` and GELU outputs
+    (``d + 2·f``) or, at the combine, their input row, output and weighted output (``3·d``)
+    plus the new combined output ``N·d``.
+    ``max_count`` comes from the router (``MoEMLP.last_counts``).  Defined in Part I,
+    "Mixture-of-experts memory", section "A small MoE, measured"."""
+    for what, v in (("batch", batch), ("seq", seq), ("max_count", max_count)):
+        _pos_int(v, what, 0 if what == "max_count" else 1)
+    N, b = batch * seq, bytes_per_elem
+    attention = 7 * N * hidden * b + 8 * seq
+    base = (3 * N * hidden + N * num_experts + 2 * N * top_k) * b + N * top_k * 8 + max_count * 2 * 8
+    expert = max_count * (hidden + 2 * ffn) * b
+    combine = N * hidden * b + max_count * 3 * hidden * b
+    return int(max(attention, base + max(expert, combine)))
