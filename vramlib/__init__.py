@@ -22,7 +22,8 @@ _EXPORTS: dict[str, str] = {
     "param_bytes": ".tracker", "grad_bytes": ".tracker", "optimizer_state_bytes": ".tracker",
     "seed_everything": ".repro", "Scale": ".scale", "experiment_scale": ".scale",
     "COMPONENT_COLORS": ".style", "PALETTE": ".style", "use_book_style": ".style",
-    "fmt_num": ".units", "GB": ".units", "GiB": ".units", "KB": ".units", "KiB": ".units", "MB": ".units",
+    "fmt_num": ".units", "table": ".report", "glue": ".report", "target": ".report",
+    "GB": ".units", "GiB": ".units", "KB": ".units", "KiB": ".units", "MB": ".units",
     "MiB": ".units", "fmt_bytes": ".units", "parse_bytes": ".units", "to_gb": ".units",
     "to_gib": ".units",
 }
