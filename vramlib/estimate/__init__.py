@@ -22,14 +22,16 @@ from .parallel import ParallelConfig, shard_factors
 from .params import ParamCount, count_params
 from .rules import (article_inference_rule, article_quantized_rule, article_simple_rule,
                     article_training_rule)
-from .solve import max_batch, max_context
+from .reserve import needed_bytes
+from .solve import FitAnswer, capacity_bytes, fit, max_batch, max_context
 from .training import TrainScenario, estimate_training_spec
 
 __all__ = ["estimate_training", "estimate_inference", "load_model_config", "list_models", "count_params",
            "Breakdown", "ModelSpec", "ParamCount", "TrainScenario", "InferenceScenario", "ParallelConfig",
            "dense_transformer", "max_batch", "max_context", "article_training_rule", "article_simple_rule",
            "article_inference_rule", "article_quantized_rule", "COMPONENTS", "OVERHEADS", "FAMILIES",
-           "num_params", "CUDA_CONTEXT_BYTES", "RESERVE_FRACTION"]
+           "num_params", "CUDA_CONTEXT_BYTES", "RESERVE_FRACTION", "fit", "FitAnswer", "capacity_bytes",
+           "needed_bytes"]
 
 #: Device memory a CUDA process holds outside torch's allocator once CUDA, cuBLAS/cuBLASLt and
 #: SDPA kernels are loaded: 804,061,184 B (766.8 MiB), measured by benchmarks/cuda_context.py

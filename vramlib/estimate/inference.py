@@ -179,6 +179,7 @@ def estimate_inference_spec(spec: ModelSpec, sc: InferenceScenario, pc: ParamCou
         phases.pop("decode (last step)")
     peak_phase = max(phases, key=lambda k: phases[k])
     comp = prefill if peak_phase == "prefill" else decode
+    largest = max(prefill_logits, tok * I * max(1, spec.experts_per_token) * c, layer_kv * cache_len, V * d * c)
     return Breakdown(components={k: int(v) for k, v in comp.items()}, peak_phase=peak_phase,
                      phases={k: int(v) for k, v in phases.items()},
-                     scenario={"model": spec.name, **sc.to_dict()}, stage="inference")
+                     scenario={"model": spec.name, **sc.to_dict()}, stage="inference", largest=int(largest))

@@ -363,5 +363,6 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     put("optimizer step", **W, gradients=grads, temporaries=step_tmp, logits=logit_kept)
     peak_phase = max(phases, key=lambda k: phases[k])
     components = {k: int(v) for k, v in comp[peak_phase].items()}
+    largest = max(tokens * V * lsm_b * sh["acts"], tokens * spec.intermediate_size * c, V * d * max(gb, wb))
     return Breakdown(components=components, peak_phase=peak_phase, phases={k: int(v) for k, v in phases.items()},
-                     scenario={"model": spec.name, **sc.to_dict()}, stage="train")
+                     scenario={"model": spec.name, **sc.to_dict()}, stage="train", largest=int(largest))
