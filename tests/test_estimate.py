@@ -48,9 +48,17 @@ def test_zero_stages_order(model):
 def test_lora_and_qlora_below_full_finetuning():
     full = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16").peak
     lora = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="lora", lora_rank=16).peak
-    qlora = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="qlora").peak
+    qlora = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="qlora",
+                              qlora_recipe="bf16").peak
     last = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="last-k", last_k=2).peak
     assert qlora < lora < full and last < full
+    # the recipe as people run it (peft upcasts to fp32, fp32 compute) costs more than bf16 compute,
+    # and without checkpointing more than bf16 LoRA itself; with checkpointing it is the cheapest
+    peft = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="qlora").peak
+    assert peft > qlora and peft > lora
+    ck = dict(weights_dtype="bf16", checkpointing="full")
+    assert estimate_training("llama-3-8b", 1, 1024, trainable="qlora", **ck).peak < \
+        estimate_training("llama-3-8b", 1, 1024, trainable="lora", **ck).peak
 
 
 def test_quantized_weights_order():
