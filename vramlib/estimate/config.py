@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from ._common import MAX_SIZE, short
+
 __all__ = ["ModelSpec", "FAMILIES", "load_model_config", "list_models", "from_hf_config",
            "dense_transformer"]
 
@@ -77,8 +79,8 @@ class ModelSpec:
                   "intermediate_size", "norms_per_layer", "max_position_embeddings", "num_experts",
                   "experts_per_token"):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"model {self.name!r}: {f} must be a positive integer, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v > MAX_SIZE:
+                raise ValueError(f"model {self.name!r}: {f} must be a positive integer ≤ 2**40, got {short(v)}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"model {self.name!r}: num_heads ({self.num_heads}) must be a multiple of "
                              f"num_key_value_heads ({self.num_kv_heads})")
@@ -120,19 +122,14 @@ class ModelSpec:
         return ModelSpec(**d)
 
 
-#: Largest size any config field may take (2⁴⁰): far above every real model, and small enough
-#: that products of sizes stay finite floats (no overflow, no NaN bytes).
-MAX_SIZE = 1 << 40
-
-
 def _int(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
     for k in keys:
         if k in cfg and cfg[k] is not None:
             v = cfg[k]
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"config field {k!r} must be a positive integer; got {v!r}")
+                raise ValueError(f"config field {k!r} must be a positive integer; got {short(v)}")
             if v > MAX_SIZE:
-                raise ValueError(f"config field {k!r} = {v} is too large (at most 2**40); check the config")
+                raise ValueError(f"config field {k!r} = {short(v)} is too large (at most 2**40); check the config")
             return v
     if default is None:
         raise ValueError(f"config lacks {keys[0]!r} (also tried {list(keys[1:])})" if len(keys) > 1
@@ -150,7 +147,7 @@ def _bool(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
         return v
     if isinstance(v, str) and v.strip().lower() in ("true", "false"):
         return v.strip().lower() == "true"
-    raise ValueError(f"config field {key!r} must be true or false; got {v!r}")
+    raise ValueError(f"config field {key!r} must be true or false; got {short(v)}")
 
 
 def _float(cfg: Mapping[str, Any], key: str, default: float) -> float:
@@ -158,7 +155,7 @@ def _float(cfg: Mapping[str, Any], key: str, default: float) -> float:
     if v is None:
         return default
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-        raise ValueError(f"config field {key!r} must be a probability in [0, 1); got {v!r}")
+        raise ValueError(f"config field {key!r} must be a probability in [0, 1); got {short(v)}")
     return float(v)
 
 

@@ -152,6 +152,9 @@ def estimate_inference_spec(spec: ModelSpec, sc: InferenceScenario, pc: ParamCou
     # prefill transients of one layer (no autograd)
     norm_tmp = (4 * 2 + c if c < 4 else 2 * c) * d           # fp32 copy + normalised + output
     if spec.mlp == "gated":
+        # gate, up and act(gate) of every routed expert, plus 2.25·d: the MLP's input and its
+        # output (2·d) and 0.25·d fitted on the tuning generation cases of estimator_gpu.json
+        # (small per-token tensors: rotary cos/sin, router logits); not derived
         mlp_tmp = (3 * I * max(1, spec.experts_per_token) + 2.25 * d) * c
     elif spec.family == "gpt2":
         mlp_tmp = (5 * I + d) * c                         # gelu_new's Python intermediates
@@ -159,21 +162,23 @@ def estimate_inference_spec(spec: ModelSpec, sc: InferenceScenario, pc: ParamCou
         mlp_tmp = (2 * I + d) * c
     attn_tmp = (2 * spec.q_dim + 2 * spec.kv_dim + d) * c + spec.q_dim * c
     layer_tmp = tok * (2 * d * c + max(norm_tmp, mlp_tmp, attn_tmp)) * sh["acts"]
-    if sc.attention == "eager":
+    if sc.attention == "eager":   # scores (c), fp32 softmax (4) and its cast back (c), per head
         layer_tmp += B * spec.num_heads * P * (P if not static else cache_len) * (4 + 2 * c) * sh["acts"]
     mask_tmp = 0.0   # measured: HF's static-cache masks and GQA stay within the fused kernels
     logits_rows = P if sc.full_logits else 1
-    prefill_logits = B * logits_rows * V * c + B * V * 4
+    prefill_logits = B * logits_rows * V * c + B * V * 4   # + generate's fp32 copy of the last row
     prefill = dict(weights=weights, **{"kv cache": kv_prefill}, activations=layer_tmp, temporaries=mask_tmp,
                    logits=prefill_logits)
     # decode: final cache, one layer's growth copy, small per-token tensors, fp32 scores
     if static:
         dec_tmp = 0.0
     else:
-        dec_tmp = layer_kv * T / 2 * 1.0
-    dec_acts = B * (3 * I + 4 * d) * c
+        # torch.cat builds one layer's new K (then V) while the old one is alive: half of a
+        # layer's cache (``layer_kv`` counts K and V) at its final length
+        dec_tmp = layer_kv * T / 2
+    dec_acts = B * (3 * I + 4 * d) * c     # one token: gate, up, act; hidden, norm, attention out, residual
     decode = dict(weights=weights, **{"kv cache": kv_final}, activations=dec_acts, temporaries=dec_tmp,
-                  logits=B * V * (c + 4 * 2))
+                  logits=B * V * (c + 4 * 2))      # logits, their fp32 copy and the processed scores
     phases = {"prefill": sum(prefill.values()), "decode (last step)": sum(decode.values())}
     if n == 0:
         phases.pop("decode (last step)")
