@@ -179,6 +179,8 @@ def estimate_inference_spec(spec: ModelSpec, sc: InferenceScenario, pc: ParamCou
     dec_acts = B * (3 * I + 4 * d) * c     # one token: gate, up, act; hidden, norm, attention out, residual
     decode = dict(weights=weights, **{"kv cache": kv_final}, activations=dec_acts, temporaries=dec_tmp,
                   logits=B * V * (c + 4 * 2))      # logits, their fp32 copy and the processed scores
+    prefill = {k: int(v) for k, v in prefill.items()}
+    decode = {k: int(v) for k, v in decode.items()}
     phases = {"prefill": sum(prefill.values()), "decode (last step)": sum(decode.values())}
     if n == 0:
         phases.pop("decode (last step)")

@@ -401,7 +401,11 @@ def activation_bytes(st: _Step) -> dict[str, float]:
     al. 2022; Megatron) recomputes the attention core only.  Defined in Part I, "Activations in depth"."""
     spec, sc, r, d = st.spec, st.sc, st.r, st.spec.hidden_size
     layer, core = _layer_bytes(st)
-    saved, recompute = {"full": (st.tokens * r * d, layer), "selective": (layer - core, core),
+    x = st.tokens * r * d                  # a block's input: what full checkpointing saves
+    # where the first norm keeps the block's input itself (LayerNorm, fp32 RMSNorm), the
+    # recomputed block shares that tensor with the checkpoint instead of copying it
+    shared = x if _norm_parts(spec, r, st.ac)[1] > 0 else 0.0
+    saved, recompute = {"full": (x, layer - shared), "selective": (layer - core, core),
                         "none": (layer, 0.0)}[sc.checkpointing]
     train_layers = min(sc.last_k, st.layers) if sc.trainable == "last-k" else st.layers
     keeps_embed = sc.trainable == "all" and (spec.norm != "rmsnorm" or r == 4)
@@ -494,10 +498,11 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     phases = _phases(st, p_train, parts)
     for comp in phases.values():
         comp["gradients"] = comp.get("gradients", 0.0) + buckets
+    phases = {k: {c: int(b) for c, b in v.items()} for k, v in phases.items()}   # whole bytes, then sums
     totals = {k: sum(v.values()) for k, v in phases.items()}
     peak_phase = max(totals, key=lambda k: totals[k])
     largest = max(st.tokens * spec.vocab_size * parts["logits"]["lsm"] * st.sh["acts"],
                   st.tokens * spec.intermediate_size * st.c, spec.vocab_size * spec.hidden_size * max(gb, st.r))
-    return Breakdown(components={k: int(v) for k, v in phases[peak_phase].items()}, peak_phase=peak_phase,
-                     phases={k: int(v) for k, v in totals.items()}, scenario={"model": spec.name, **sc.to_dict()},
+    return Breakdown(components=phases[peak_phase], peak_phase=peak_phase, phases=totals,
+                     scenario={"model": spec.name, **sc.to_dict()},
                      stage="train", largest=int(largest))
