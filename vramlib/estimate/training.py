@@ -313,7 +313,7 @@ def trainable_params(st: _Step) -> tuple[int, int]:
     return per_layer * spec.num_layers, per_layer * spec.num_layers
 
 
-def weight_bytes(st: _Step, lora: int) -> float:
+def training_weight_bytes(st: _Step, lora: int) -> float:
     """Stored weights on one GPU; LoRA/QLoRA adapters are fp32 (peft's default
     ``autocast_adapter_dtype=True``).  Defined in Part I, "Fine-tuning"."""
     pc, sc = st.pc, st.sc
@@ -490,7 +490,7 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     st = _make_step(spec, sc, pc, shard)
     p_train, lora = trainable_params(st)
     gb, _ = _state_bytes(st)
-    parts = dict(weights=weight_bytes(st, lora), grads=p_train * gb * st.sh["grads"],
+    parts = dict(weights=training_weight_bytes(st, lora), grads=p_train * gb * st.sh["grads"],
                  master=p_train * 4 * st.sh["optim"] if sc.master_weights else 0.0,
                  optim=optimizer_bytes(st, p_train), step=step_temporaries(st, p_train),
                  acts=activation_bytes(st), logits=logits_bytes(st))
