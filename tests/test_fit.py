@@ -36,8 +36,11 @@ def test_capacities_are_device_bytes():
 
 
 def test_fits_uses_usable_bytes():
+    from vramlib.estimate.reserve import estimate_margin
     b = estimate_training("llama-3.2-1b", 2, 1024, weights_dtype="bf16")
-    assert b.fits(b.total_reserved) and not b.fits(b.total_reserved - 1)
+    need = needed_bytes(b, CUDA_CONTEXT_BYTES)
+    assert need == b.total_reserved + estimate_margin(b)     # fits() and the solver agree
+    assert b.fits(need) and not b.fits(need - 1)
     with pytest.raises(ValueError, match="capacity"):
         b.fits(0)
 

@@ -49,9 +49,9 @@ def _infer_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> int:
-    from .estimate import RESERVE_FRACTION, estimate_inference, estimate_training
+    from .estimate import estimate_inference, estimate_training
 
-    reserve = RESERVE_FRACTION if args.reserve is None else args.reserve
+    reserve = args.reserve
     if args.stage == "train":
         b = estimate_training(args.model, args.batch, args.seq, reserve_fraction=reserve, **_train_kwargs(args))
     else:
@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     _scenario_flags(e)
     e.add_argument("--batch", type=int, default=1)
     e.add_argument("--reserve", type=float, default=None,
-                   help="allocator reserve as a fraction of the peak (default: the measured median, 0.094)")
+                   help="allocator reserve as a fraction of the peak (default: modelled at the limit, "
+                        "vramlib.estimate.reserve; 0.094 is the median far from it)")
     e.add_argument("--gpu", default=None, help="also say whether it fits this GPU (e.g. h100-sxm)")
     e.set_defaults(func=_cmd_estimate)
 

@@ -78,17 +78,18 @@ class Breakdown:
         return self.peak + sum(self.overhead.values())
 
     def fits(self, gpu: Any, headroom: float = 0.0) -> bool:
-        """Whether ``total_reserved`` fits the usable memory of ``gpu`` (a key like
+        """Whether ``total_reserved`` plus the estimator's margin fits the usable memory of ``gpu`` (a key like
         ``"h100-sxm"``, a name, a :class:`vramlib.gpus.GPU`, or a capacity in bytes), leaving
         ``headroom`` (a fraction) free.  Multi-GPU estimates are per GPU already.  For the
         largest batch that safely fits, use :func:`vramlib.estimate.fit`.
 
         Defined in Part I, "The calculator"."""
+        from .reserve import estimate_margin
         from .solve import capacity_bytes
 
         if not isinstance(headroom, (int, float)) or not 0.0 <= headroom < 1.0:
             raise ValueError(f"headroom must be a fraction in [0, 1), got {headroom!r}")
-        return self.total_reserved <= capacity_bytes(gpu) * (1.0 - headroom)
+        return self.total_reserved + estimate_margin(self) <= capacity_bytes(gpu) * (1.0 - headroom)
 
     def to_dict(self) -> dict[str, Any]:
         """Every component, the overhead, peak, phase and scenario as plain JSON types."""

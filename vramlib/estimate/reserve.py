@@ -27,7 +27,7 @@ from __future__ import annotations
 from .breakdown import Breakdown
 
 __all__ = ["ESTIMATE_MARGIN", "RESERVE_LARGEST", "RESERVE_GENERATE", "RESERVE_FLOOR", "allocator_reserve",
-           "needed_bytes"]
+           "estimate_margin", "needed_bytes"]
 
 #: Relative margin for the estimator's own error by stage, applied to the bytes that come from
 #: formulas (activations, logits, temporaries, KV cache; weights, gradients and optimizer
@@ -61,9 +61,14 @@ def allocator_reserve(b: Breakdown) -> int:
     return int(RESERVE_GENERATE * (b.peak - b.components["weights"]) + RESERVE_FLOOR)
 
 
+def estimate_margin(b: Breakdown) -> int:
+    """Bytes added for the estimator's own error: :data:`ESTIMATE_MARGIN` of the modelled part.
+    Defined in Part I, "The calculator"."""
+    margin = ESTIMATE_MARGIN["train" if b.stage == "train" else "inference"]
+    return int(sum(b.components[k] for k in _MODELLED) * margin)
+
+
 def needed_bytes(b: Breakdown, cuda_context: int) -> int:
     """Bytes a card must have for the run ``b`` to fit: its peak with the estimator's margin, the
     allocator's reserve at the limit, and the CUDA context.  Defined in Part I, "The calculator"."""
-    margin = ESTIMATE_MARGIN["train" if b.stage == "train" else "inference"]
-    modelled = sum(b.components[k] for k in _MODELLED)
-    return b.peak + int(modelled * margin) + allocator_reserve(b) + cuda_context
+    return b.peak + estimate_margin(b) + allocator_reserve(b) + cuda_context
