@@ -11,15 +11,21 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from vramlib.estimate import (CUDA_CONTEXT_BYTES, estimate_inference, estimate_training, max_batch,
-                              needed_bytes)
+from vramlib.estimate import (CUDA_CONTEXT_BYTES, estimate_inference, estimate_training, load_model_config,
+                              max_batch, needed_bytes)
+
+
+def model_of(case: dict):
+    """The model as the run built it: the bundled config, GPT-2's dropout off (validate_fit.py)."""
+    spec = load_model_config(case["model"])
+    return spec.replace(dropout=0.0) if spec.family == "gpt2" else spec
 
 
 def _estimate(case: dict, batch: int):
     sc = dict(case["scenario"])
     if case["recipe"].startswith("gen-"):
-        return estimate_inference(case["model"], batch, prompt_len=case["length"], new_tokens=case["new_tokens"], **sc)
-    return estimate_training(case["model"], batch, case["length"], **sc)
+        return estimate_inference(model_of(case), batch, prompt_len=case["length"], new_tokens=case["new_tokens"], **sc)
+    return estimate_training(model_of(case), batch, case["length"], **sc)
 
 
 def case_rows(case: dict) -> dict[str, Any]:
@@ -32,7 +38,7 @@ def case_rows(case: dict) -> dict[str, Any]:
     stage = "inference" if case["recipe"].startswith("gen-") else "train"
     kw = dict(prompt_len=case["length"], new_tokens=case["new_tokens"]) if stage == "inference" \
         else dict(seq_len=case["length"])
-    pred = max_batch(case["model"], case["capacity_bytes"], stage=stage, cuda_context=ctx, **kw, **case["scenario"])
+    pred = max_batch(model_of(case), case["capacity_bytes"], stage=stage, cuda_context=ctx, **kw, **case["scenario"])
     true = case["true_max_batch"]
     best = max((t for t in case["trials"] if not t["oom"]), key=lambda t: t["batch"])
     need = needed_bytes(_estimate(case, true), ctx)

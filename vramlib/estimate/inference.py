@@ -160,6 +160,8 @@ def estimate_inference_spec(spec: ModelSpec, sc: InferenceScenario, pc: ParamCou
         mlp_tmp = (5 * I + d) * c                         # gelu_new's Python intermediates
     else:
         mlp_tmp = (2 * I + d) * c
+    if spec.parallel_residual:      # GPT-NeoX: the MLP runs while the attention's output and the
+        mlp_tmp += 2 * d * c        # second LayerNorm's output are alive (x + attn(ln1 x) + mlp(ln2 x))
     attn_tmp = (2 * spec.q_dim + 2 * spec.kv_dim + d) * c + spec.q_dim * c
     layer_tmp = tok * (2 * d * c + max(norm_tmp, mlp_tmp, attn_tmp)) * sh["acts"]
     if sc.attention == "eager":   # scores (c), fp32 softmax (4) and its cast back (c), per head
