@@ -46,21 +46,17 @@ def test_fits_uses_usable_bytes():
 
 
 def test_solver_never_optimistic_on_recorded_boundaries():
+    from vramlib.estimate.fitcheck import fit_check
     rec = load_record("fit_gpu")
     assert rec and rec["provenance"]["name"].startswith("NVIDIA")
-    cases = [c for c in rec["results"]["cases"] if "trials" in c]
-    assert len(cases) >= 20
-    ratios = []
-    for c in cases:
-        ctx = 0 if c["emulated"] else CUDA_CONTEXT_BYTES
-        kw = (dict(stage="inference", prompt_len=c["length"], new_tokens=c["new_tokens"])
-              if c["recipe"].startswith("gen-") else dict(stage="train", seq_len=c["length"]))
-        spec = load_model_config(c["model"])
-        spec = spec.replace(dropout=0.0) if spec.family == "gpt2" else spec   # as the run built it
-        pred = max_batch(spec, c["capacity_bytes"], cuda_context=ctx, **kw, **c["scenario"])
-        assert pred <= c["true_max_batch"], (c["name"], pred, c["true_max_batch"])
-        ratios.append(pred / c["true_max_batch"])
-    assert min(ratios) > 0.6
+    out = fit_check(rec)
+    assert len(out["rows"]) >= 20
+    for r in out["rows"]:
+        assert r["pred"] <= r["true"], r          # never above the true largest batch
+    assert out["tuning"]["optimistic"] == out["held-out"]["optimistic"] == 0
+    assert min(r["ratio"] for r in out["rows"]) > 0.6
+    trained = [r for r in out["rows"] if not r["recipe"].startswith("gen-")]
+    assert max(abs(r["peak_err"]) for r in trained) < 0.05
 
 
 def test_fit_answer_and_margin():

@@ -7,6 +7,11 @@ Public entry points::
     from vramlib.estimate import estimate_training, estimate_inference, load_model_config
     b = estimate_training("llama-3.2-1b", batch=4, seq_len=2048, weights_dtype="bf16")
     print(b.table()); b.fits("h100-sxm")
+    fit("llama-3-8b", "rtx-4090", weights_dtype="bf16", trainable="qlora", checkpointing="full").line()
+
+``fit``/``max_batch``/``max_context`` answer "will it fit, with what batch?" on a card's usable
+bytes (:mod:`vramlib.gpus`), never above the true largest batch on the recorded OOM boundaries
+(``benchmarks/validate_fit.py``; the reserve at the limit: :mod:`vramlib.estimate.reserve`).
 
 Defined in Part I, "The calculator" (the section of each formula is named in its module).
 """

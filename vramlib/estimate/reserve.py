@@ -5,7 +5,10 @@ Far from the limit, torch's caching allocator keeps freed blocks for reuse, so t
 reserves runs 2–40 % above the live tensors (``benchmarks/results/estimator_gpu_fresh.json``,
 median 9.4 %).  Near the limit it behaves differently: when ``cudaMalloc`` fails it frees every
 cached block that is not in use and tries again, so a run fails only when the free pieces left
-*inside* the segments that still hold live tensors cannot take the next request.  That residue
+*inside* the segments that still hold live tensors cannot take the next request.  In the
+bisection (``fit_gpu.json``, 111 trials on an H200) the allocator had flushed its cache
+(``num_alloc_retries`` > 0) in 14 of the 23 largest batches that fitted and in all 54 that did
+not: at the limit the far-from-limit reserve is gone and only this residue counts.  That residue
 grows with the size of the largest single request (a block must be contiguous) and a little
 with the number of segments, not with the total.  The model, per run:
 
