@@ -194,11 +194,13 @@ def _family_fields(cfg: Mapping[str, Any], mt: str) -> dict[str, Any]:
                     mlp_bias=True, fused_qkv=True, tie_embeddings=tie(False),
                     parallel_residual=_bool(cfg, "use_parallel_residual", True))
     if mt == "phi3":
-        return dict(fused_qkv=True, fused_gate_up=True, tie_embeddings=tie(False), sliding_window=cfg.get("sliding_window"))
+        return dict(fused_qkv=True, fused_gate_up=True, tie_embeddings=tie(False),
+                    sliding_window=cfg.get("sliding_window"))
     if mt in ("gemma", "gemma2"):
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
         bias = _bool(cfg, "attention_bias", False)
-        return dict(activation="gelu_tanh" if "tanh" in str(act) else "gelu", norms_per_layer=4 if mt == "gemma2" else 2,
+        return dict(activation="gelu_tanh" if "tanh" in str(act) else "gelu",
+                    norms_per_layer=4 if mt == "gemma2" else 2,
                     qkv_bias=bias, o_bias=bias, tie_embeddings=tie(True),
                     sliding_window=cfg.get("sliding_window") if mt == "gemma2" else None)
     if mt == "qwen2":
