@@ -112,7 +112,8 @@ def max_context(model: Any, gpu: Any, stage: str = "inference", batch: int = 1, 
 @dataclass(frozen=True)
 class FitAnswer:
     """What :func:`fit` found: the largest ``value`` of ``what`` (``"batch"`` or
-    ``"context"``), the bytes it needs and the card's usable bytes, and the margin left."""
+    ``"context"``), the bytes it needs and the card's usable bytes, and the margin left.
+    Defined in Part I, "The calculator"."""
 
     what: str
     value: int
