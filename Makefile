@@ -9,6 +9,9 @@
 #   make pdf           the whole book as a PDF (xelatex; installs Debian's TeX packages if missing)
 #   make cheatsheet    the 2-page formula cheat sheet PDF from handouts/cheatsheet.tex
 PYTHON ?= python3
+# The CPU build of torch (0.19 GB) from PyTorch's index; PyPI's plain torch is the ~3 GB CUDA build.
+TORCH_VERSION   := 2.13.0+cpu
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -35,7 +38,7 @@ venv: $(STAMP)
 $(STAMP): requirements/book.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements/book.lock
+	$(BIN)/python -m pip install -q --retries 1 -r requirements/book.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -80,14 +83,22 @@ linkcheck: $(STAMP)
 browser-test: $(STAMP) chromium
 	$(BIN)/python scripts/browser_test.py _build/html
 
+# System packages are installed only where this user may (root, or passwordless sudo);
+# otherwise the target stops and says what to install.
+SUDO := $(shell [ "$$(id -u)" = 0 ] && echo "" || { sudo -n true 2>/dev/null && echo sudo || echo NO; })
+
 chromium:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { apt-get update -q && $(APT) chromium chromium-driver; }
+	  { [ "$(SUDO)" != NO ] || { echo "make: Chromium and ChromeDriver are missing and this user cannot install them;" \
+	      "ask an administrator for: apt-get install chromium chromium-driver (Debian/Ubuntu)" >&2; exit 1; }; \
+	    $(SUDO) apt-get update -q && $(SUDO) $(APT) chromium chromium-driver; }
 
 tex:
 	@command -v xelatex >/dev/null && command -v xindy >/dev/null && command -v latexmk >/dev/null && command -v pdftoppm >/dev/null \
 	  && fc-list | grep -q "Noto Sans CJK" && kpsewhich xeCJK.sty ctexhook.sty >/dev/null || \
-	  { apt-get update -q && $(APT) $(TEX_PKGS); }
+	  { [ "$(SUDO)" != NO ] || { echo "make: the PDF needs TeX packages this user cannot install;" \
+	      "ask an administrator for: apt-get install $(TEX_PKGS)" >&2; exit 1; }; \
+	    $(SUDO) apt-get update -q && $(SUDO) $(APT) $(TEX_PKGS); }
 
 pdf: $(STAMP) assets status calculator repository tex
 	rm -rf _build/latex
@@ -124,9 +135,9 @@ lab: $(STAMP)
 
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/python -m pip install -q "torch==2.13.0" -e ".[book,test]"
-	.venv-lock/bin/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements/book.lock.new
-	rm -rf .venv-lock && mv requirements/book.lock.new requirements/book.lock
+	.venv-lock/bin/python -m pip install -q --extra-index-url $(TORCH_CPU_INDEX) "torch==$(TORCH_VERSION)" -e ".[book,test]"
+	.venv-lock/bin/python scripts/lock.py .venv-lock/bin/python
+	rm -rf .venv-lock
 
 clean:
 	rm -rf _build build $(VENDOR)

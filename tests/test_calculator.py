@@ -103,7 +103,11 @@ def test_solvers_and_fit(bridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert b == max_batch("llama-2-7b", "h100-sxm", "train", seq_len=2048, **kw) > 0
     assert estimate_training("llama-2-7b", b, 2048, **kw).fits("h100-sxm")
     assert not estimate_training("llama-2-7b", b + 1, 2048, **kw).fits("h100-sxm")
-    assert r["fits"] and r["margin"] == r["gpu"]["memory_bytes"] - r["breakdown"]["total_reserved"]
+    from vramlib.estimate.reserve import estimate_margin
+
+    needed = estimate_training("llama-2-7b", 4, 2048, **kw)
+    assert r["fits"] and r["margin"] == (r["gpu"]["memory_bytes"] - needed.total_reserved
+                                         - estimate_margin(needed))
 
 
 def test_wheel_holds_what_the_bridge_loads(tmp_path: Path) -> None:

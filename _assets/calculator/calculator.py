@@ -23,7 +23,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from vramlib.estimate import (RESERVE_FRACTION, estimate_inference, estimate_training, list_models,
+from vramlib.estimate.reserve import estimate_margin
+from vramlib.estimate import (estimate_inference, estimate_training, list_models,
                               load_model_config, max_batch, max_context)
 from vramlib.estimate.inference import WEIGHT_FORMATS
 from vramlib.estimate.training import ATTENTION, CHECKPOINTING, OPTIMIZERS
@@ -143,7 +144,7 @@ def schema() -> str:
     from vramlib import __version__
 
     return json.dumps({"fields": FIELDS, "options": options(), "defaults": DEFAULTS,
-                       "vramlib": __version__, "reserve_fraction": RESERVE_FRACTION})
+                       "vramlib": __version__, "reserve_fraction": None})
 
 
 def _int(v: Any) -> Any:
@@ -181,7 +182,7 @@ def _model_arg(e: dict[str, Any]) -> str:
 def _kwargs(e: dict[str, Any]) -> dict[str, Any]:
     """The estimator's keyword arguments for ``e`` beyond model, batch and length, as
     ``vramlib estimate`` passes them (vramlib/cli.py)."""
-    common = dict(reserve_fraction=RESERVE_FRACTION, device="cuda")
+    common = dict(reserve_fraction=None, device="cuda")  # the CLI's default: modelled reserve
     if e["stage"] in TRAIN:
         return dict(num_gpus=e["gpus"], zero=e["zero"], tp=e["tp"], pp=e["pp"], weights_dtype=e["dtype"],
                     autocast=e["autocast"], master_weights=e["master_weights"], optimizer=e["optimizer"],
@@ -267,6 +268,6 @@ def compute(state_json: str) -> str:
     return json.dumps({
         "ok": True, "errors": [], "breakdown": d, "json": json.dumps(d, indent=2),
         "argv": argv, "command": "vramlib " + " ".join(shlex.quote(a) for a in argv),
-        "gpu": {"key": gpu.key, "name": gpu.name, "memory_bytes": gpu.memory_bytes},
-        "fits": fits, "margin": gpu.memory_bytes - b.total_reserved,
+        "gpu": {"key": gpu.key, "name": gpu.name, "memory_bytes": gpu.usable_bytes},
+        "fits": fits, "margin": gpu.usable_bytes - b.total_reserved - estimate_margin(b),
         "max_batch": best_b, "max_context": best_s, "relevant": on})
