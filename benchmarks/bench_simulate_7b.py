@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from vramlib.simulate import simulate
+    from vramlib.measure.simulate import simulate
     t_import = time.perf_counter() - t_import
 
     cfg = LlamaConfig(**LLAMA2_7B)

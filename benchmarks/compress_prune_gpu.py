@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vramlib import pick_device  # noqa: E402
-from vramlib.prune import magnitude_mask, median_times, nm_mask  # noqa: E402
+from vramlib.compress.prune import magnitude_mask, median_times, nm_mask  # noqa: E402
 
 
 def provenance(device: torch.device) -> dict:

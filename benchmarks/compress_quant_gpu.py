@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vramlib import param_bytes, pick_device, track_memory, zoo  # noqa: E402
-from vramlib import quant as Q  # noqa: E402
+from vramlib import param_bytes, pick_device, track_memory  # noqa: E402
+from vramlib.compress import quant as Q  # noqa: E402
+from vramlib.models import zoo  # noqa: E402
 
 
 def bench_matmul(device: torch.device, n: int, reps: int) -> dict:

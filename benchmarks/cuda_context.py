@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vramlib.records import provenance  # noqa: E402
+from vramlib.core.records import provenance  # noqa: E402
 
 
 def outside_allocator() -> int:

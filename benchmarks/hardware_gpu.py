@@ -28,9 +28,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import torch  # noqa: E402
 
-from vramlib import bench as B  # noqa: E402
-from vramlib.device import pick_device  # noqa: E402
-from vramlib.gpus import match_gpu  # noqa: E402
+from vramlib.hardware import bench as B  # noqa: E402
+from vramlib.core.device import pick_device  # noqa: E402
+from vramlib.hardware.gpus import match_gpu  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     def first_matmul_workspace():
         # Must run first, in a fresh process: the first matrix product of a thread makes cuBLAS
         # allocate its workspace through torch's caching allocator, and it stays for good.
-        from vramlib.tracker import track_memory
+        from vramlib.measure.tracker import track_memory
         with track_memory(dev) as rep:
             a = torch.randn(64, 64, device=dev)
             c = a @ a
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     step("weight_only", lambda: B.weight_only_matmul(cfg["wo_ms"], n, k, dev, group=cfg["group"], **timing))
 
     def runtime_mem():
-        from vramlib.lowbit import runtime_memory
+        from vramlib.measure.runtime import runtime_memory
         from vramlib.models import GPTConfig
         gcfg = GPTConfig(**cfg["gpt"])
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32

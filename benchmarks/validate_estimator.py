@@ -203,7 +203,7 @@ def _alloc(dev):
 
 
 def measure_case(case, device: str) -> dict:
-    from vramlib.tracker import StorageTracker, optimizer_state_bytes, param_bytes
+    from vramlib.measure.tracker import StorageTracker, optimizer_state_bytes, param_bytes
 
     dev = torch.device(device)
     sc = case["scenario"]

@@ -6,7 +6,7 @@ runs each case twice:
 
 * for real, measuring the peak with :func:`vramlib.track_memory` (on CUDA:
   ``torch.cuda.max_memory_allocated`` minus what was allocated before the case);
-* under :func:`vramlib.simulate.simulate` on fake tensors of the same device type, with the
+* under :func:`vramlib.measure.simulate.simulate` on fake tensors of the same device type, with the
   CUDA caching allocator's 512-byte rounding (``round_to=512``) on CUDA,
 
 and records both, with the relative error, the phase of the peak and the provenance (device,
@@ -15,7 +15,7 @@ driver, torch and transformers versions, date, full case configuration).
 Training cases: two steps of forward, backward, ``AdamW.step``, ``zero_grad`` — fp32; bf16
 autocast with fp32 weights; pure bf16 — each with and without gradient checkpointing.
 Generation cases: the real run calls ``model.generate`` (greedy, fixed number of new tokens,
-``DynamicCache`` or ``StaticCache``); the simulation runs :func:`vramlib.simulate.decode_loop`,
+``DynamicCache`` or ``StaticCache``); the simulation runs :func:`vramlib.measure.simulate.decode_loop`,
 the same prefill + decode with the same cache (``generate``'s stopping checks need values that
 fake tensors do not have).  The real ``decode_loop`` is measured too, as a cross-check.
 
@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vramlib import fmt_bytes, track_memory  # noqa: E402
-from vramlib.simulate import Simulator, decode_loop  # noqa: E402
+from vramlib.measure.simulate import Simulator, decode_loop  # noqa: E402
 
 # Model configurations: real published architectures (full) and tiny ones of the same
 # families for the CPU (small).  Parameter counts are printed per case.
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     cases = [c for c in make_grid(small) if a.only in describe(c)]
     torch.manual_seed(0)
     warm_up(device)
-    out = dict(what="vramlib.simulate peak vs measured peak (torch.cuda.max_memory_allocated on CUDA, "
+    out = dict(what="vramlib.measure.simulate peak vs measured peak (torch.cuda.max_memory_allocated on CUDA, "
                     "exact storage accounting on CPU)",
                provenance=provenance(device), small=small, models={k: dict(family=f, config=kw) for k, (f, kw) in models.items()},
                round_to=512 if device.type == "cuda" else None, rows=[])

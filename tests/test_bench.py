@@ -5,8 +5,8 @@ import time
 import pytest
 import torch
 
-from vramlib import bench as B
-from vramlib.gpus import get_gpu, gpu_catalog, match_gpu
+from vramlib.hardware import bench as B
+from vramlib.hardware.gpus import get_gpu, gpu_catalog, match_gpu
 
 
 def test_matmul_flops_and_intensity_known_answers():
@@ -164,7 +164,7 @@ def test_match_gpu_device_names(name, key):
 
 
 def test_int8_weight_only_linear_fused_and_unfused_agree():
-    from vramlib.lowbit import Int8WeightOnlyLinear, fused_int8_available, quantize_linears_int8
+    from vramlib.hardware.lowbit import Int8WeightOnlyLinear, fused_int8_available, quantize_linears_int8
     from vramlib.models import GPT, GPTConfig
 
     torch.manual_seed(0)
@@ -186,7 +186,7 @@ def test_int8_weight_only_linear_fused_and_unfused_agree():
 
 
 def test_runtime_memory_weights_exact_and_activations_unchanged():
-    from vramlib.lowbit import runtime_memory
+    from vramlib.measure.runtime import runtime_memory
     from vramlib.models import GPT, GPTConfig
 
     cfg = GPTConfig(n_layer=1, d_model=64, n_head=2, block_size=16)
@@ -206,8 +206,8 @@ def test_runtime_memory_weights_exact_and_activations_unchanged():
 
 
 def test_percent_of_peak_compares_sparse_rates_with_the_sparse_peak():
-    from vramlib.bench import BenchResult, percent_of_peak
-    from vramlib.gpus import get_gpu
+    from vramlib.hardware.bench import BenchResult, percent_of_peak
+    from vramlib.hardware.gpus import get_gpu
 
     h100 = get_gpu("h100-sxm")
     dense = BenchResult(name="bf16", kind="bf16", work=989.5e12, seconds=1.0)

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vramlib.distill import distill, distillation_loss, kd_loss, soft_targets
+from vramlib.compress.distill import distill, distillation_loss, kd_loss, soft_targets
 
 
 def test_kd_loss_T1_equals_kl_div():

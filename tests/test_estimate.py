@@ -138,7 +138,7 @@ def test_model_inputs():
 def test_book_gpt_training_matches_exact_measurement():
     """One CPU case of the validation harness, in the test suite: within 5 %."""
     from vramlib import optimizer_state_bytes, param_bytes, seed_everything
-    from vramlib.tracker import StorageTracker
+    from vramlib.measure.tracker import StorageTracker
     from vramlib.models import GPT, GPTConfig
 
     seed_everything(0)

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from vramlib.generate import KVCache, generate, kv_cache_bytes
-from vramlib.lora import LoRALinear, apply_lora, lora_param_count, trainable_params
-from vramlib.tracker import track_memory
+from vramlib.measure.generate import KVCache, generate, kv_cache_bytes
+from vramlib.compress.lora import LoRALinear, apply_lora, lora_param_count, trainable_params
+from vramlib.measure.tracker import track_memory
 from vramlib.models import GPT, GPTConfig
-from vramlib.qstore import (NF4_LEVELS, Linear4bit, Linear8bit, dequantize_4bit, packed_4bit_bytes,
+from vramlib.compress.qstore import (NF4_LEVELS, Linear4bit, Linear8bit, dequantize_4bit, packed_4bit_bytes,
                             quantize_4bit, quantize_linears)
-from vramlib.stagemem import (gpt_activation_bytes, gpt_train_peak_bytes, per_gpu_training_bytes,
+from vramlib.measure.stagemem import (gpt_activation_bytes, gpt_train_peak_bytes, per_gpu_training_bytes,
                               rule_a6, rule_a7, rule_a9, rule_a11, training_state_bytes)
 
 
@@ -185,7 +185,7 @@ def test_kv_cache_bytes_matches_estimator(kw):
 
 # -- distributed -----------------------------------------------------------------------
 def test_fsdp_demo_shards_state():
-    from vramlib.distributed import run_fsdp_demo
+    from vramlib.measure.distributed import run_fsdp_demo
 
     cfg = small()
     rows = run_fsdp_demo(2, cfg, batch=2, seq=16)
@@ -198,7 +198,7 @@ def test_fsdp_demo_shards_state():
 
 # -- budget ----------------------------------------------------------------------------
 def test_budget_tracker_and_largest_batch():
-    from vramlib.budget import largest_batch, try_step
+    from vramlib.measure.budget import largest_batch, try_step
 
     def make(b):
         return lambda: torch.empty(b, 1024, dtype=torch.uint8)      # b KiB
@@ -217,8 +217,8 @@ def test_budget_tracker_and_largest_batch():
 # -- checkpointing ---------------------------------------------------------------------
 @pytest.mark.parametrize("policy", ["none", "full", "selective"])
 def test_checkpointing_saved_bytes_and_same_loss(policy):
-    from vramlib.checkpointing import checkpoint_saved_bytes, gpt_forward
-    from vramlib.stagemem import list_saved_tensors
+    from vramlib.measure.checkpointing import checkpoint_saved_bytes, gpt_forward
+    from vramlib.measure.stagemem import list_saved_tensors
 
     cfg = small()
     model = GPT(cfg)
@@ -234,7 +234,7 @@ def test_checkpointing_saved_bytes_and_same_loss(policy):
 def test_recompute_flops_counted():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vramlib.checkpointing import gpt_forward, recompute_flops
+    from vramlib.measure.checkpointing import gpt_forward, recompute_flops
 
     cfg = small()
     model = GPT(cfg)
@@ -248,7 +248,7 @@ def test_recompute_flops_counted():
 
 
 def test_finetune_activation_formula():
-    from vramlib.stagemem import finetune_activation_bytes, list_saved_tensors
+    from vramlib.measure.stagemem import finetune_activation_bytes, list_saved_tensors
 
     cfg = small()
     x = torch.randint(0, cfg.vocab_size, (2, 16))
@@ -262,7 +262,7 @@ def test_finetune_activation_formula():
 
 # -- records ---------------------------------------------------------------------------
 def test_write_and_load_record(tmp_path, monkeypatch):
-    from vramlib.records import load_record, provenance_line, write_record
+    from vramlib.core.records import load_record, provenance_line, write_record
 
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
     (tmp_path / "pyproject.toml").write_text("")

@@ -9,7 +9,7 @@ import torch.nn as nn
 from torch.nn.utils import prune as tprune
 
 from vramlib.models import GPT, GPTConfig
-from vramlib.prune import (apply_masks, channel_mask, checkpoint_bytes, global_masks, head_importance,
+from vramlib.compress.prune import (apply_masks, channel_mask, checkpoint_bytes, global_masks, head_importance,
                            is_nm_sparse, iterative_prune, layerwise_masks, magnitude_mask, model_sparsity,
                            neuron_importance, nm_mask, polynomial_schedule, prunable_linears, prune_gpt_heads,
                            prune_gpt_mlp, prune_heads, remove_masks, sensitivity_scan, shrink_mlp,

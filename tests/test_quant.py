@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from vramlib import param_bytes
-from vramlib import quant as Q
+from vramlib.compress import quant as Q
 
 
 def test_number_format_table_from_torch():

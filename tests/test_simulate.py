@@ -1,4 +1,4 @@
-"""vramlib.simulate: fake-tensor simulation against known byte counts and against the exact
+"""vramlib.measure.simulate: fake-tensor simulation against known byte counts and against the exact
 storage accounting of the same step run for real on the CPU."""
 
 import matplotlib
@@ -7,9 +7,9 @@ import torch
 
 matplotlib.use("Agg")
 
-from vramlib import measure  # noqa: E402
+from vramlib.measure import measure  # noqa: E402
 from vramlib.models import GPT, GPTConfig  # noqa: E402
-from vramlib.simulate import CATEGORIES, Simulator, decode_loop, mark, phase, simulate  # noqa: E402
+from vramlib.measure.simulate import CATEGORIES, Simulator, decode_loop, mark, phase, simulate  # noqa: E402
 
 
 def test_forward_of_a_linear_layer_exact_bytes():

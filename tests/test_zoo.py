@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from vramlib import zoo
+from vramlib.models import zoo
 
 
 def test_corpus_snapshot_and_split():

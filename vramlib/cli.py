@@ -12,7 +12,7 @@ import sys
 
 
 def _cmd_device(args: argparse.Namespace) -> int:
-    from .device import describe_device, device_info
+    from .core.device import describe_device, device_info
 
     print(json.dumps(device_info(args.device), indent=2) if args.json else describe_device(args.device))
     return 0

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..units import fmt_bytes
+from ..core.units import fmt_bytes
 
 __all__ = ["Breakdown", "COMPONENTS", "OVERHEADS"]
 
-#: Tensor components, in stacking order (names match ``vramlib.style.COMPONENT_COLORS``).
+#: Tensor components, in stacking order (names match ``vramlib.core.style.COMPONENT_COLORS``).
 COMPONENTS = ("weights", "master weights", "gradients", "optimizer states", "activations", "logits",
               "kv cache", "temporaries")
 #: Framework overhead lines, reported apart from the tensors.
@@ -73,11 +73,11 @@ class Breakdown:
 
     def fits(self, gpu: Any, headroom: float = 0.0) -> bool:
         """Whether ``total_reserved`` fits the memory of ``gpu`` (a key like ``"h100-sxm"``, a
-        name, or a :class:`vramlib.gpus.GPU`), leaving ``headroom`` (a fraction) free.
+        name, or a :class:`vramlib.hardware.gpus.GPU`), leaving ``headroom`` (a fraction) free.
         Multi-GPU estimates are per GPU already.
 
         Defined in Part I, "The calculator"."""
-        from ..gpus import get_gpu
+        from ..hardware.gpus import get_gpu
 
         if not 0.0 <= headroom < 1.0:
             raise ValueError(f"headroom must be a fraction in [0, 1), got {headroom!r}")
@@ -114,11 +114,11 @@ class Breakdown:
              with_overhead: bool = True, legend: bool = True):
         """Draw one stacked bar (components, then overhead hatched) at ``x`` on ``ax``.
 
-        Colours come from :data:`vramlib.style.COMPONENT_COLORS`.  Defined in Part I, "The calculator"."""
+        Colours come from :data:`vramlib.core.style.COMPONENT_COLORS`.  Defined in Part I, "The calculator"."""
         import matplotlib.pyplot as plt
 
-        from ..style import COMPONENT_COLORS
-        from ..units import _UNITS
+        from ..core.style import COMPONENT_COLORS
+        from ..core.units import _UNITS
 
         if unit.lower() not in _UNITS:
             raise ValueError(f"unit must be one of {sorted(_UNITS)}, got {unit!r}")

@@ -17,7 +17,7 @@ def largest_fitting(fits: Callable[[int], bool], limit: int, start: int = 1) -> 
     """The largest ``n`` in ``[start, limit]`` with ``fits(n)``, for a monotone ``fits``: try
     ``start``, double while it fits, then bisect (0 if ``start`` does not fit; ``start`` is
     returned untested further when ``start ≥ limit``).  Also the search behind
-    :func:`vramlib.budget.largest_batch`.  Defined in Part I, "The calculator"."""
+    :func:`vramlib.measure.budget.largest_batch`.  Defined in Part I, "The calculator"."""
     if not fits(start):
         return 0
     lo, hi = start, start * 2
@@ -39,7 +39,7 @@ def max_batch(model: Any, gpu: Any, stage: str = "train", seq_len: int = 2048, h
     ``"train"`` (``seq_len`` per sample) or ``"inference"`` (``prompt_len``/``new_tokens`` in
     ``scenario``).  Defined in Part I, "The calculator"."""
     from . import estimate_inference, estimate_training
-    from ..gpus import get_gpu
+    from ..hardware.gpus import get_gpu
 
     g = get_gpu(gpu)
     if stage == "train":
@@ -56,7 +56,7 @@ def max_context(model: Any, gpu: Any, stage: str = "inference", batch: int = 1, 
     learned positions the limit is their ``max_position_embeddings``.
     Defined in Part I, "The calculator"."""
     from . import estimate_inference, estimate_training, load_model_config
-    from ..gpus import get_gpu
+    from ..hardware.gpus import get_gpu
 
     g = get_gpu(gpu)
     spec = load_model_config(model)

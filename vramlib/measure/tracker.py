@@ -35,8 +35,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .device import pick_device
-from .units import fmt_bytes
+from ..core.device import pick_device
+from ..core.units import fmt_bytes
 
 __all__ = ["StorageTracker", "MemoryReport", "track_memory", "measure", "warm_up",
            "tensor_bytes", "param_bytes", "grad_bytes", "optimizer_state_bytes"]
@@ -163,7 +163,7 @@ class MemoryReport:
         """Plot live bytes against allocation events (needs ``timeline=True``)."""
         import matplotlib.pyplot as plt
 
-        from .units import _UNITS
+        from ..core.units import _UNITS
 
         if not self.timeline:
             raise ValueError("this report has no timeline; measure with timeline=True")

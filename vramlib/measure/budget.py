@@ -17,9 +17,9 @@ from typing import Callable
 
 import torch
 
-from .estimate.solve import largest_fitting
+from ..estimate.solve import largest_fitting
 from .tracker import StorageTracker
-from .units import fmt_bytes
+from ..core.units import fmt_bytes
 
 __all__ = ["BudgetExceeded", "BudgetTracker", "StepOutcome", "try_step", "largest_batch"]
 

@@ -280,7 +280,7 @@ def snap_to_levels(rows: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tens
     row's absmax (at least ``1e-12``) and take the index of the nearest of ``levels`` (values in
     [-1, 1], e.g. :func:`nf4_levels`).  Returns ``(indices (n, k) int64, absmax (n, 1))``; the
     dequantized rows are ``levels[indices] * absmax``.  Used by :func:`quantize_nf4` and by
-    Part I's packed 4-bit store, :mod:`vramlib.qstore`.
+    Part I's packed 4-bit store, :mod:`vramlib.compress.qstore`.
     Defined in Part II, "Numbers and quantization math"."""
     rows = rows.detach().float()
     amax = rows.abs().amax(1, keepdim=True).clamp(min=1e-12)

@@ -3,9 +3,9 @@
 ``LoRALinear(base, rank)`` computes ``base(x) + (alpha / rank) · x Aᵀ Bᵀ`` with
 ``A ∈ R^{r × d_in}`` (random) and ``B ∈ R^{d_out × r}`` (zeros, so training starts from the
 base model).  Only ``A`` and ``B`` train: ``r · (d_in + d_out)`` parameters per adapted matrix.
-The base may be an ``nn.Linear`` or a 4-bit :class:`vramlib.qstore.Linear4bit` (QLoRA).
+The base may be an ``nn.Linear`` or a 4-bit :class:`vramlib.compress.qstore.Linear4bit` (QLoRA).
 :meth:`LoRALinear.delta_weight` and :meth:`LoRALinear.merged` give the update ``ΔW = (alpha/rank)·B·A``
-and a plain ``nn.Linear`` with ``W + ΔW``; Part II's :func:`vramlib.lowrank.add_lora` builds on
+and a plain ``nn.Linear`` with ``W + ΔW``; Part II's :func:`vramlib.compress.lowrank.add_lora` builds on
 this same class.
 
 Defined in Part I, "Fine-tuning".

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .models.nanogpt import GPT
+from ..models.nanogpt import GPT
 
 __all__ = ["POLICIES", "gpt_forward", "checkpoint_saved_bytes", "checkpoint_peak_bytes", "recompute_flops"]
 

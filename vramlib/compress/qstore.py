@@ -5,10 +5,10 @@ and to build a QLoRA-style 4-bit base (Part I, "Fine-tuning").  It is storage, n
 ``Linear4bit``/``Linear8bit`` dequantize their weight to the input's dtype on every call and
 then call ``F.linear``.  Two 4-bit values share one ``uint8`` byte (low nibble first); each
 group of ``group_size`` consecutive weights of a row shares one scale (absmax / level max).
-The primitives are Part II's (:mod:`vramlib.quant`): the NF4 table (:func:`~vramlib.quant.nf4_levels`),
-nearest-level snapping (:func:`~vramlib.quant.snap_to_levels`), nibble packing
-(:func:`~vramlib.quant.pack_int4`, code index ``i`` stored as ``i - 8``) and the symmetric INT8
-map (:func:`~vramlib.quant.quant_params`, :func:`~vramlib.quant.quantize`).
+The primitives are Part II's (:mod:`vramlib.compress.quant`): the NF4 table (:func:`~vramlib.compress.quant.nf4_levels`),
+nearest-level snapping (:func:`~vramlib.compress.quant.snap_to_levels`), nibble packing
+(:func:`~vramlib.compress.quant.pack_int4`, code index ``i`` stored as ``i - 8``) and the symmetric INT8
+map (:func:`~vramlib.compress.quant.quant_params`, :func:`~vramlib.compress.quant.quantize`).
 
 Bytes of a packed 4-bit matrix with ``n`` elements, group size ``g`` and scales of ``s``
 bytes::
@@ -31,7 +31,7 @@ __all__ = ["NF4_LEVELS", "quantize_4bit", "dequantize_4bit", "quantize_int8", "L
            "Linear8bit", "quantize_linears", "packed_4bit_bytes", "int8_bytes"]
 
 #: The 16 NF4 levels of QLoRA (normalised to [-1, 1]); index 7 is exactly zero.  The table is
-#: Part II's :func:`vramlib.quant.nf4_levels`, computed once here.
+#: Part II's :func:`vramlib.compress.quant.nf4_levels`, computed once here.
 NF4_LEVELS = nf4_levels()
 
 _KINDS = ("int4", "nf4")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .estimate.rules import (article_inference_rule, article_simple_rule, article_training_rule,
+from ..estimate.rules import (article_inference_rule, article_simple_rule, article_training_rule,
                              quantized_bytes)
 
 __all__ = ["DTYPE_BYTES", "POLICIES", "OPTIMIZER_SLOTS", "training_state_bytes",

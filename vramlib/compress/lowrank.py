@@ -6,7 +6,7 @@ Eckart–Young: the truncated SVD is the best rank-``r`` approximation, with Fro
 FLOPs only when ``r · (in + out) < in · out``, i.e. ``r < in·out / (in + out)``.
 
 :func:`add_lora` applies the same idea to the *change* of a weight; its layer is Part I's
-:class:`vramlib.lora.LoRALinear` (re-exported here), the book's one LoRA implementation.
+:class:`vramlib.compress.lora.LoRALinear` (re-exported here), the book's one LoRA implementation.
 
 Defined in Part II, "Low-rank factorization".
 """
@@ -183,7 +183,7 @@ def factorize_model(model: nn.Module, names: Sequence[str], rank: int | None = N
 
 def add_lora(model: nn.Module, names: Sequence[str], rank: int, alpha: float = 1.0) -> nn.Module:
     """A copy of ``model`` with every parameter frozen and each ``nn.Linear`` in ``names``
-    wrapped in a :class:`~vramlib.lora.LoRALinear` (Part I's class): only the adapters train.
+    wrapped in a :class:`~vramlib.compress.lora.LoRALinear` (Part I's class): only the adapters train.
     The update ``(alpha/rank)·B·A`` has the parameter count of a :class:`LowRankLinear` of that
     rank: low-rank factorization applied to the *change* of a weight rather than to the weight.
 

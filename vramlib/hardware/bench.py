@@ -29,8 +29,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .device import pick_device
-from .records import provenance, results_dir  # noqa: F401  (device, torch, CUDA, python, date: Part III records it with every result)
+from ..core.device import pick_device
+from ..core.records import provenance, results_dir  # noqa: F401  (device, torch, CUDA, python, date: Part III records it with every result)
 
 __all__ = [
     "Timing", "BenchResult", "MATMUL_KINDS", "time_fn", "matmul_flops", "bench_matmul",
@@ -63,7 +63,7 @@ KIND_BYTES: dict[str, tuple[int, int]] = {
 
 
 def catalog_dtype(kind: str) -> str | None:
-    """The catalog data type (``vramlib.gpus.DTYPES``) whose peak a benchmark kind is compared
+    """The catalog data type (``vramlib.hardware.gpus.DTYPES``) whose peak a benchmark kind is compared
     with.  Defined in Part III, "Measure your own device"."""
     if kind not in MATMUL_KINDS:
         raise ValueError(f"unknown matmul kind {kind!r}; known: {', '.join(MATMUL_KINDS)}")
@@ -449,7 +449,7 @@ def format_results(results, gpu=None, unit: float = 1e9, unit_name: str = "GFLOP
 
 
 def percent_of_peak(result: BenchResult, gpu) -> float | None:
-    """``100 × rate / peak`` with the catalog peak (``vramlib.gpus.GPU``) of the benchmark's
+    """``100 × rate / peak`` with the catalog peak (``vramlib.hardware.gpus.GPU``) of the benchmark's
     data type, or ``None`` where the catalog has no figure.  Copy benchmarks compare with the
     memory bandwidth.  Defined in Part III, "Measure your own device"."""
     if gpu is None or not result.ok:

@@ -39,7 +39,7 @@ def repo_root(start: str | Path | None = None) -> Path | None:
 
 def results_dir(start: str | Path | None = None) -> Path | None:
     """The nearest ``benchmarks/results`` folder at or above ``start`` (default: the working
-    directory), or ``None``; :func:`vramlib.bench.find_recorded_results` lists it.
+    directory), or ``None``; :func:`vramlib.hardware.bench.find_recorded_results` lists it.
     Defined in Part III, "Measure your own device"."""
     q = _find_up(Path(os.path.abspath(start or os.getcwd())), lambda q: (q / "benchmarks" / "results").is_dir())
     return None if q is None else q / "benchmarks" / "results"
@@ -48,7 +48,7 @@ def results_dir(start: str | Path | None = None) -> Path | None:
 def provenance(device=None) -> dict:
     """Where and when a result was measured: ``{"device": device_info(device), "torch",
     "cuda", "python", "date"}`` (UTC, ISO 8601).  The one provenance builder: :func:`write_record`
-    stores its fields flat, :func:`vramlib.bench.provenance` (Part III) returns it as is.
+    stores its fields flat, :func:`vramlib.hardware.bench.provenance` (Part III) returns it as is.
 
     Defined in Part I, "Anatomy of memory" (how recorded GPU runs are shown) and Part III,
     "Measure your own device"."""

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .estimate.inference import kv_bytes
-from .models.nanogpt import GPT
+from ..estimate.inference import kv_bytes
+from ..models.nanogpt import GPT
 
 __all__ = ["KVCache", "kv_cache_bytes", "generate", "prefill", "decode_step"]
 

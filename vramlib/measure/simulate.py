@@ -4,7 +4,7 @@
 decode loop — under torch's fake-tensor machinery
 (``torch._subclasses.fake_tensor.FakeTensorMode``): every operator computes the shapes,
 dtypes, devices and strides of its results, but no data.  A
-:class:`~vramlib.tracker.StorageTracker` (subclassed here) records every tensor storage the
+:class:`~vramlib.measure.tracker.StorageTracker` (subclassed here) records every tensor storage the
 step creates and, through a weak reference, the moment torch frees it.  So the live bytes
 over time — and their peak — are those of the real run, for any model size, on a laptop.
 
@@ -58,7 +58,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 from .tracker import StorageTracker
-from .units import _UNITS, fmt_bytes
+from ..core.units import _UNITS, fmt_bytes
 
 __all__ = ["simulate", "Simulator", "SimulationResult", "mark", "phase", "decode_loop",
            "CATEGORIES"]
@@ -141,7 +141,7 @@ class SimulationResult:
         the phases marked and the peak annotated."""
         import matplotlib.pyplot as plt
 
-        from .style import COMPONENT_COLORS
+        from ..core.style import COMPONENT_COLORS
 
         if not self.events:
             raise ValueError("this result has no timeline; simulate with timeline=True")

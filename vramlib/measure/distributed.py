@@ -5,7 +5,7 @@
 ``torch.distributed.fsdp.fully_shard`` (FSDP2), runs forward, backward and one Adam step, and
 returns, per rank, the bytes of its parameter shards, gradient shards and optimizer state
 (read from the local shards, exactly), and the peak of the step measured with
-:func:`vramlib.track_memory` inside the rank.  ``python -m vramlib.distributed`` runs it.
+:func:`vramlib.track_memory` inside the rank.  ``python -m vramlib.measure.distributed`` runs it.
 
 On GPUs the same code runs under ``torchrun`` with NCCL: ``benchmarks/multigpu_fsdp.py``.
 Defined in Part I, "Beyond one GPU".
@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from .tracker import track_memory
-from .models.nanogpt import GPT, GPTConfig
+from ..models.nanogpt import GPT, GPTConfig
 
 __all__ = ["run_fsdp_demo", "fsdp_rank_step", "local_bytes"]
 

@@ -35,9 +35,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .models import GPT, GPTConfig
+from .nanogpt import GPT, GPTConfig
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 CHECKPOINT_DIR = DATA_DIR / "checkpoints"
 CORPUS_PATH = DATA_DIR / "corpus" / "pydoc_topics.txt.gz"
 CHAR_LM_CHECKPOINT = CHECKPOINT_DIR / "char_lm.pt"
