@@ -26,7 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vramlib import pick_device  # noqa: E402
-from vramlib.compress.prune import magnitude_mask, median_times, nm_mask  # noqa: E402
+from vramlib.compress.prune import magnitude_mask, nm_mask  # noqa: E402
+from vramlib.hardware.timing import time_interleaved  # noqa: E402
 
 
 def provenance(device: torch.device) -> dict:
@@ -57,8 +58,8 @@ def semi_structured(device: torch.device, sizes: list[int], tokens: int, repeat:
                 X = torch.randn(n, tokens, device=device, dtype=dtype)
                 Ws = to_sparse_semi_structured(W24)
                 err = (torch.mm(Ws, X) - W24 @ X).abs().max().item()
-                t = median_times({"dense": lambda: W @ X, "masked": lambda: W24 @ X,
-                                  "semi": lambda: torch.mm(Ws, X)}, repeat=repeat)
+                t = time_interleaved({"dense": lambda: W @ X, "masked": lambda: W24 @ X,
+                                  "semi": lambda: torch.mm(Ws, X)}, repeats=repeat)
                 rows.append({"kind": "2:4 semi-structured", "dtype": str(dtype).replace("torch.", ""), "n": n,
                              "tokens": tokens, "dense_ms": round(t["dense"] * 1e3, 4),
                              "masked_dense_ms": round(t["masked"] * 1e3, 4), "sparse_ms": round(t["semi"] * 1e3, 4),
@@ -80,8 +81,8 @@ def csr(device: torch.device, n: int, tokens: int, repeat: int) -> list[dict]:
     for s in (0.5, 0.8, 0.9, 0.95, 0.99):
         Wm = W * magnitude_mask(W, s)
         Wc = Wm.to_sparse_csr()
-        t = median_times({"dense": lambda: W @ X, "masked": lambda: Wm @ X,
-                          "csr": lambda: torch.sparse.mm(Wc, X)}, repeat=repeat)
+        t = time_interleaved({"dense": lambda: W @ X, "masked": lambda: Wm @ X,
+                          "csr": lambda: torch.sparse.mm(Wc, X)}, repeats=repeat)
         rows.append({"kind": "CSR fp32", "n": n, "tokens": tokens, "sparsity": s,
                      "dense_ms": round(t["dense"] * 1e3, 4), "masked_dense_ms": round(t["masked"] * 1e3, 4),
                      "sparse_ms": round(t["csr"] * 1e3, 4), "speedup": round(t["dense"] / t["csr"], 3)})

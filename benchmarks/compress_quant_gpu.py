@@ -29,23 +29,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vramlib import param_bytes, pick_device, track_memory  # noqa: E402
 from vramlib.compress import quant as Q  # noqa: E402
+from vramlib.hardware.timing import time_fn  # noqa: E402
 from vramlib.models import zoo  # noqa: E402
 
 
 def bench_matmul(device: torch.device, n: int, reps: int) -> dict:
     out: dict = {"n": n}
     a32, b32 = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-
-    def timeit(fn) -> float:
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t0) / reps
 
     flops = 2 * n ** 3
     cases = {"fp32": lambda: a32 @ b32}
@@ -65,7 +55,7 @@ def bench_matmul(device: torch.device, n: int, reps: int) -> dict:
             out["fp8 e4m3 (_scaled_mm)"] = {"skipped": repr(e)}
     for name, fn in cases.items():
         try:
-            s = timeit(fn)
+            s = time_fn(fn, device, warmup=1, repeats=reps, min_seconds=0).median
             out[name] = {"seconds": s, "tflops_or_tops": flops / s / 1e12}
         except Exception as e:  # noqa: BLE001 — unsupported dtype/kernel on this device
             out[name] = {"skipped": repr(e)[:300]}

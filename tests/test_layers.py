@@ -24,7 +24,8 @@ PKG = ROOT / "vramlib"
 LAYERS = ["core", "hardware", "estimate", "models", "measure", "compress"]
 TOP = len(LAYERS)                              # cli, __main__, the package __init__
 #: estimate is pure arithmetic on configs: what it may import from the layers below it.
-ESTIMATE_MAY_IMPORT = ("vramlib.core.units", "vramlib.core.style", "vramlib.hardware.gpus")
+ESTIMATE_MAY_IMPORT = ("vramlib.core.units", "vramlib.core.vocab", "vramlib.core.style",
+                      "vramlib.hardware.gpus")
 
 
 def module_name(path: Path) -> str:

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
+from ..core.surgery import replace_linears
+
 __all__ = ["LoRALinear", "apply_lora", "lora_param_count", "trainable_params"]
 
 
@@ -112,14 +114,9 @@ def apply_lora(model: nn.Module, rank: int, targets: Iterable[str] = ("qkv", "pr
         raise ValueError(f"targets must be non-empty module-name suffixes, got {targets!r}")
     for p in model.parameters():
         p.requires_grad_(False)
-    done = []
-    for name, mod in list(model.named_modules()):
-        for child_name, child in list(mod.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            is_linear = hasattr(child, "in_features") and not isinstance(child, LoRALinear)
-            if is_linear and any(full == t or full.endswith("." + t) for t in targets):
-                setattr(mod, child_name, LoRALinear(child, rank, alpha))
-                done.append(full)
+    done = replace_linears(model, lambda lin: LoRALinear(lin, rank, alpha), targets,
+                           is_linear=lambda m: hasattr(m, "in_features")
+                           and not isinstance(m, LoRALinear))
     if not done:
         raise ValueError(f"no linear layer's name ends in any of {targets}")
     return done

@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..core.surgery import replace_linears
 from .lora import LoRALinear  # the one LoRA layer (Part I, "Fine-tuning"); re-exported here
 
 __all__ = ["spectrum", "energy", "rank_for_energy", "rank_for_param_ratio", "truncation_error",
@@ -156,6 +157,20 @@ def factorize_linear(linear: nn.Linear, rank: int | None = None, energy_threshol
     return out
 
 
+def _swap_named(model: nn.Module, names: Sequence[str], factory, freeze: bool = False) -> nn.Module:
+    """A copy of ``model`` (all parameters frozen if ``freeze``) with each ``nn.Linear`` named
+    in ``names`` replaced by ``factory(layer)``."""
+    new = copy.deepcopy(model)
+    for p in new.parameters() if freeze else ():
+        p.requires_grad_(False)
+    names = list(names)
+    done = replace_linears(new, factory, targets=names)
+    for name in names:
+        if name not in done:
+            raise ValueError(f"{name!r} is not an nn.Linear of the model")
+    return new
+
+
 def factorize_model(model: nn.Module, names: Sequence[str], rank: int | None = None,
                     param_ratio: float | None = None, energy_threshold: float | None = None) -> nn.Module:
     """A copy of ``model`` with each ``nn.Linear`` named in ``names`` replaced by a
@@ -166,19 +181,13 @@ def factorize_model(model: nn.Module, names: Sequence[str], rank: int | None = N
     """
     if sum(x is not None for x in (rank, param_ratio, energy_threshold)) != 1:
         raise ValueError("give exactly one of rank, param_ratio or energy_threshold")
-    new = copy.deepcopy(model)
-    modules = dict(new.named_modules())
-    for name in names:
-        lin = modules.get(name)
-        if not isinstance(lin, nn.Linear):
-            raise ValueError(f"{name!r} is not an nn.Linear of the model")
+    def factorize(lin: nn.Linear) -> LowRankLinear:
         r = rank
         if param_ratio is not None:
             r = rank_for_param_ratio(lin.out_features, lin.in_features, param_ratio)
-        fact = factorize_linear(lin, rank=r, energy_threshold=energy_threshold)
-        parent_name, _, attr = name.rpartition(".")
-        setattr(new.get_submodule(parent_name) if parent_name else new, attr, fact)
-    return new
+        return factorize_linear(lin, rank=r, energy_threshold=energy_threshold)
+
+    return _swap_named(model, names, factorize)
 
 
 def add_lora(model: nn.Module, names: Sequence[str], rank: int, alpha: float = 1.0) -> nn.Module:
@@ -189,14 +198,4 @@ def add_lora(model: nn.Module, names: Sequence[str], rank: int, alpha: float = 1
 
     Defined in Part II, "Low-rank factorization", section "The LoRA connection".
     """
-    new = copy.deepcopy(model)
-    for p in new.parameters():
-        p.requires_grad_(False)
-    modules = dict(new.named_modules())
-    for name in names:
-        lin = modules.get(name)
-        if not isinstance(lin, nn.Linear):
-            raise ValueError(f"{name!r} is not an nn.Linear of the model")
-        parent_name, _, attr = name.rpartition(".")
-        setattr(new.get_submodule(parent_name) if parent_name else new, attr, LoRALinear(lin, rank, alpha))
-    return new
+    return _swap_named(model, names, lambda lin: LoRALinear(lin, rank, alpha), freeze=True)

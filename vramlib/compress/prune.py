@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import copy
 import io
-import statistics
-import time
 import warnings
 from typing import Callable, Iterable, Sequence
 
@@ -28,9 +26,9 @@ __all__ = [
     "prunable_linears", "magnitude_mask", "channel_mask", "nm_mask", "is_nm_sparse",
     "layerwise_masks", "global_masks", "apply_masks", "remove_masks", "sparsity",
     "model_sparsity", "sensitivity_scan", "iterative_prune", "polynomial_schedule",
-    "neuron_importance", "shrink_mlp", "prune_gpt_mlp", "PrunedSelfAttention", "head_importance",
+    "neuron_importance", "shrink_mlp", "shrink_sequential", "prune_gpt_mlp", "PrunedSelfAttention", "head_importance",
     "prune_heads", "prune_gpt_heads", "checkpoint_bytes", "sparse_storage_bytes",
-    "median_time", "median_times", "to_semi_structured",
+    "to_semi_structured",
 ]
 
 
@@ -311,6 +309,21 @@ def shrink_mlp(fc: nn.Linear, proj: nn.Linear, keep: torch.Tensor) -> tuple[nn.L
     return _sub_linear(fc, rows=keep), _sub_linear(proj, cols=keep)
 
 
+def shrink_sequential(model: nn.Sequential, keep: int,
+                      pairs: Sequence[tuple[int, int]] = ((0, 2), (2, 4))) -> nn.Sequential:
+    """A copy of an MLP ``nn.Sequential`` with each hidden layer cut to its ``keep`` most
+    important neurons (:func:`neuron_importance`, kept in their original order):
+    ``pairs`` gives the indices of each ``(fc, proj)`` pair, e.g. the digits classifier's
+    ``Linear, ReLU, Linear, ReLU, Linear`` is ``((0, 2), (2, 4))``.
+
+    Defined in Part II, "Pruning", section "Structured pruning"."""
+    m = copy.deepcopy(model)
+    for a, b in pairs:
+        idx = torch.topk(neuron_importance(m[a], m[b]), keep).indices.sort().values
+        m[a], m[b] = shrink_mlp(m[a], m[b], idx)
+    return m
+
+
 def _keep_top(scores: torch.Tensor, ratio: float, multiple: int = 1) -> torch.Tensor:
     n = scores.numel()
     k = max(multiple, int(round((1 - ratio) * n / multiple)) * multiple)
@@ -437,48 +450,6 @@ def sparse_storage_bytes(t: torch.Tensor, layout: str = "csr") -> int:
     else:
         raise ValueError(f"layout must be 'csr' or 'coo', got {layout!r}")
     return sum(p.numel() * p.element_size() for p in parts)
-
-
-def median_time(fn: Callable[[], object], repeat: int = 20, warmup: int = 3) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeat`` calls after ``warmup`` calls
-    (synchronising CUDA around each).  Defined in Part II, "Pruning"."""
-    if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat!r}")
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def median_times(fns: dict[str, Callable[[], object]], repeat: int = 20, warmup: int = 3) -> dict[str, float]:
-    """Median seconds of each ``fns[name]()``, timed **interleaved** (one call of each in turn,
-    ``repeat`` rounds), so that a busy machine slows all candidates alike.
-
-    Defined in Part II, "Pruning", section "Masks neither shrink nor speed up"."""
-    if not fns:
-        raise ValueError("fns is empty")
-    if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat!r}")
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def to_semi_structured(weight: torch.Tensor):

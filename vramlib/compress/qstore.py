@@ -2,13 +2,12 @@
 
 This is the minimum Part I needs to measure what quantized weights take in memory (claim A11)
 and to build a QLoRA-style 4-bit base (Part I, "Fine-tuning").  It is storage, not speed:
-``Linear4bit``/``Linear8bit`` dequantize their weight to the input's dtype on every call and
-then call ``F.linear``.  Two 4-bit values share one ``uint8`` byte (low nibble first); each
+``Linear4bit`` dequantizes its weight to the input's dtype on every call (INT8 layers are
+the book's one :class:`~vramlib.hardware.lowbit.Int8WeightOnlyLinear`, unfused).  Two 4-bit values share one ``uint8`` byte (low nibble first); each
 group of ``group_size`` consecutive weights of a row shares one scale (absmax / level max).
 The primitives are Part II's (:mod:`vramlib.compress.quant`): the NF4 table (:func:`~vramlib.compress.quant.nf4_levels`),
 nearest-level snapping (:func:`~vramlib.compress.quant.snap_to_levels`), nibble packing
-(:func:`~vramlib.compress.quant.pack_int4`, code index ``i`` stored as ``i - 8``) and the symmetric INT8
-map (:func:`~vramlib.compress.quant.quant_params`, :func:`~vramlib.compress.quant.quantize`).
+(:func:`~vramlib.compress.quant.pack_int4`, code index ``i`` stored as ``i - 8``).
 
 Bytes of a packed 4-bit matrix with ``n`` elements, group size ``g`` and scales of ``s``
 bytes::
@@ -23,12 +22,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .quant import nf4_levels, pack_int4, quant_params, quantize, snap_to_levels, unpack_int4
+from ..core.surgery import replace_linears
+from ..hardware.lowbit import Int8WeightOnlyLinear
+from .quant import nf4_levels, pack_int4, snap_to_levels, unpack_int4
 
-__all__ = ["NF4_LEVELS", "quantize_4bit", "dequantize_4bit", "quantize_int8", "Linear4bit",
-           "Linear8bit", "quantize_linears", "packed_4bit_bytes", "int8_bytes"]
+__all__ = ["NF4_LEVELS", "quantize_4bit", "dequantize_4bit", "Linear4bit",
+           "quantize_linears", "packed_4bit_bytes", "int8_bytes"]
 
 #: The 16 NF4 levels of QLoRA (normalised to [-1, 1]); index 7 is exactly zero.  The table is
 #: Part II's :func:`vramlib.compress.quant.nf4_levels`, computed once here.
@@ -87,18 +87,6 @@ def dequantize_4bit(packed: torch.Tensor, scales: torch.Tensor, shape, kind: str
     return vals.reshape(shape).to(dtype)
 
 
-def quantize_int8(w: torch.Tensor):
-    """Symmetric per-row INT8: returns ``(int8 codes, fp32 scale per row)``.
-
-    Defined in Part I, "Inference" (quantized weights)."""
-    if not isinstance(w, torch.Tensor) or w.dim() != 2 or not w.is_floating_point():
-        raise TypeError("quantize_int8 needs a 2-D floating-point tensor")
-    w = w.detach().float()
-    scales, zero = quant_params(w.amin(dim=1), w.amax(dim=1), 8, symmetric=True)   # absmax / 127
-    q = quantize(w, scales[:, None], zero[:, None], -127, 127).to(torch.int8)
-    return q, scales
-
-
 class _Matmul4bit(torch.autograd.Function):
     """``x @ dequant(W)ᵀ`` that saves only the packed codes and scales for backward and
     dequantizes again there (as QLoRA's kernels do), so no full-size weight copy stays alive."""
@@ -140,40 +128,17 @@ class Linear4bit(nn.Module):
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
 
-class Linear8bit(nn.Module):
-    """A frozen linear layer stored as INT8 with one fp32 scale per output row.
-
-    Defined in Part I, "Inference" (quantized weights)."""
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"Linear8bit wraps an nn.Linear, got {type(linear).__name__}")
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        q, s = quantize_int8(linear.weight)
-        self.register_buffer("qweight", q)
-        self.register_buffer("scales", s)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = (self.qweight.to(x.dtype) * self.scales.to(x.dtype)[:, None])
-        b = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, w, b)
-
-
 def quantize_linears(model: nn.Module, kind: str = "nf4", group_size: int = 64,
                      skip: tuple[str, ...] = ("lm_head",)) -> list[str]:
     """Replace every ``nn.Linear`` of ``model`` (except names ending in ``skip``) in place by a
-    :class:`Linear4bit` (``kind`` ``"nf4"``/``"int4"``) or :class:`Linear8bit` (``"int8"``);
+    :class:`Linear4bit` (``kind`` ``"nf4"``/``"int4"``) or :class:`~vramlib.hardware.lowbit.Int8WeightOnlyLinear` (``"int8"``, the
+    book's one INT8 weight-only layer, unfused);
     returns the replaced module names.  Defined in Part I, "Fine-tuning" (QLoRA)."""
     if kind not in (*_KINDS, "int8"):
         raise ValueError(f"kind must be 'nf4', 'int4' or 'int8', got {kind!r}")
-    done = []
-    for name, mod in list(model.named_modules()):
-        for child_name, child in list(mod.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, nn.Linear) and not any(full.endswith(s) for s in skip):
-                new = Linear8bit(child) if kind == "int8" else Linear4bit(child, group_size, kind)
-                setattr(mod, child_name, new)
-                done.append(full)
-    return done
+    def make(lin: nn.Linear) -> nn.Module:
+        if kind == "int8":
+            return Int8WeightOnlyLinear(lin, fused=False)
+        return Linear4bit(lin, group_size, kind)
+
+    return replace_linears(model, make, exclude=skip)

@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.surgery import replace_linears
+
 GRANULARITIES = ("tensor", "channel", "group")
 METHODS = ("minmax", "percentile", "mse")
 
@@ -368,12 +370,9 @@ class QATLinear(nn.Linear):
 
 
 def _replace_linears(model: nn.Module, make, skip: Iterable[str]) -> nn.Module:
-    skip = tuple(skip)
-    for name, mod in list(model.named_modules()):
-        for cname, child in list(mod.named_children()):
-            full = f"{name}.{cname}" if name else cname
-            if type(child) is nn.Linear and not any(full == s or full.endswith("." + s) for s in skip):
-                setattr(mod, cname, make(child))
+    """Swap every plain ``nn.Linear`` (not a subclass such as :class:`QATLinear`) outside
+    ``skip`` for ``make(layer)``, with :func:`vramlib.core.surgery.replace_linears`."""
+    replace_linears(model, make, exclude=skip, is_linear=lambda m: type(m) is nn.Linear)
     return model
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import matplotlib as mpl
 
+from .vocab import CATEGORIES, CATEGORY_COMPONENT, COMPONENTS
+
 # Okabe & Ito (2008), colour-blind-safe.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
@@ -24,6 +26,11 @@ COMPONENT_COLORS = {
     "temporaries": "#999999",
     "overhead": "#000000",
 }
+assert set(COMPONENTS) <= set(COMPONENT_COLORS), "every component needs a colour"
+
+#: The simulator's categories (:data:`vramlib.core.vocab.CATEGORIES`) in their components'
+#: colours.
+CATEGORY_COLORS = {c: COMPONENT_COLORS[CATEGORY_COMPONENT[c]] for c in CATEGORIES}
 
 
 def use_book_style() -> None:

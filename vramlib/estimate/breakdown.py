@@ -15,14 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.units import fmt_bytes
+from ..core.vocab import COMPONENTS, OVERHEADS  # the one component vocabulary
 
 __all__ = ["Breakdown", "COMPONENTS", "OVERHEADS"]
 
-#: Tensor components, in stacking order (names match ``vramlib.core.style.COMPONENT_COLORS``).
-COMPONENTS = ("weights", "master weights", "gradients", "optimizer states", "activations", "logits",
-              "kv cache", "temporaries")
-#: Framework overhead lines, reported apart from the tensors.
-OVERHEADS = ("cuda context", "allocator reserve")
 
 
 @dataclass

@@ -22,7 +22,6 @@ import glob
 import json
 import math
 import os
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -30,6 +29,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..core.device import pick_device
+from .timing import Timing, sync, time_fn  # the one timing helper (re-exported for Part III)
 from ..core.records import provenance, results_dir  # noqa: F401  (device, torch, CUDA, python, date: Part III records it with every result)
 
 __all__ = [
@@ -68,74 +68,6 @@ def catalog_dtype(kind: str) -> str | None:
     if kind not in MATMUL_KINDS:
         raise ValueError(f"unknown matmul kind {kind!r}; known: {', '.join(MATMUL_KINDS)}")
     return MATMUL_KINDS[kind]
-
-
-# -- timing -----------------------------------------------------------------------------
-
-@dataclass
-class Timing:
-    """Seconds per call: ``median`` over ``repeats``, each the mean of ``inner`` calls."""
-
-    median: float
-    times: list[float]
-    inner: int
-    device: str
-
-    @property
-    def spread(self) -> float:
-        """(max − min) / median of the repeats: how noisy the measurement was."""
-        return (max(self.times) - min(self.times)) / self.median if self.median > 0 else 0.0
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elif dev.type == "mps":
-        torch.mps.synchronize()
-
-
-def time_fn(fn: Callable[[], Any], device: str | torch.device | None = None, *, warmup: int = 2,
-            repeats: int = 5, min_seconds: float = 0.02, max_inner: int = 1000) -> Timing:
-    """Time ``fn()`` (no arguments) on ``device``: ``warmup`` calls, then ``repeats`` timed
-    repeats of ``inner`` back-to-back calls, ``inner`` chosen so that a repeat lasts at least
-    ``min_seconds``.  CUDA: CUDA events around each repeat; else ``time.perf_counter`` after a
-    synchronise.  Returns the median seconds per call.
-
-    Defined in Part III, "Measure your own device" (section "Timing a kernel honestly").
-    """
-    if not callable(fn):
-        raise TypeError(f"time_fn needs a callable, got {type(fn).__name__}")
-    for name, v in (("warmup", warmup), ("repeats", repeats), ("max_inner", max_inner)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "warmup" else 1):
-            raise ValueError(f"{name} must be a {'non-negative' if name == 'warmup' else 'positive'} integer, got {v!r}")
-    if not (isinstance(min_seconds, (int, float)) and min_seconds >= 0):
-        raise ValueError(f"min_seconds must be a non-negative number, got {min_seconds!r}")
-    dev = pick_device(device)
-    for _ in range(warmup):
-        fn()
-    _sync(dev)
-    t0 = time.perf_counter()
-    fn()
-    _sync(dev)
-    one = max(time.perf_counter() - t0, 1e-9)
-    inner = int(min(max_inner, max(1, math.ceil(min_seconds / one))))
-    times = []
-    for _ in range(repeats):
-        if dev.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(inner):
-                fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3 / inner)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            _sync(dev)
-            times.append((time.perf_counter() - t0) / inner)
-    return Timing(statistics.median(times), times, inner, str(dev))
 
 
 # -- results --------------------------------------------------------------------------
@@ -321,11 +253,11 @@ def plain_matmul_rate(m: int, dtype: torch.dtype = torch.bfloat16, device: str |
     b = torch.randn(m, m, device=dev, dtype=dtype)
     for _ in range(3):
         torch.matmul(a, b)
-    _sync(dev)
+    sync(dev)
     t0 = time.perf_counter()
     for _ in range(iters):
         torch.matmul(a, b)
-    _sync(dev)
+    sync(dev)
     return matmul_flops(m, m, m) * iters / (time.perf_counter() - t0)
 
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.surgery import replace_linears
+
 __all__ = ["Int8WeightOnlyLinear", "quantize_linears_int8", "fused_int8_available"]
 
 
@@ -75,12 +77,5 @@ def quantize_linears_int8(model: nn.Module, fused: bool | None = None, skip: tup
     ``skip`` by an :class:`Int8WeightOnlyLinear`; returns ``model``.  The LM head is skipped
     by default: in the book's GPT it shares its weight with the token embedding.
     Defined in Part III, "Runtime memory is not parameter count"."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
-    targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and not any(name == s or name.endswith("." + s) for s in skip)]
-    for name, lin in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int8WeightOnlyLinear(lin, fused=fused))
+    replace_linears(model, lambda lin: Int8WeightOnlyLinear(lin, fused=fused), exclude=skip)
     return model

@@ -18,11 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..estimate.training import CHECKPOINTING  # the estimator's checkpointing names
 from ..models.nanogpt import GPT
 
-__all__ = ["POLICIES", "gpt_forward", "checkpoint_saved_bytes", "checkpoint_peak_bytes", "recompute_flops"]
+__all__ = ["CHECKPOINTING", "gpt_forward", "checkpoint_saved_bytes", "checkpoint_peak_bytes", "recompute_flops"]
 
-POLICIES = ("none", "full", "selective")
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in CHECKPOINTING:
+        raise ValueError(f"policy must be one of {CHECKPOINTING}, got {policy!r}")
 
 
 def _block(block, x):
@@ -38,8 +43,7 @@ def _block_selective(block, x):
 def gpt_forward(model: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, policy: str = "none"):
     """``model(idx, targets)`` with activation checkpointing ``policy`` (see module doc);
     returns ``(logits, loss)``.  Defined in Part I, "Activations in depth"."""
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    _check_policy(policy)
     if not isinstance(model, GPT):
         raise TypeError(f"gpt_forward works with vramlib.models.GPT, got {type(model).__name__}")
     B, s = idx.shape
@@ -63,8 +67,7 @@ def checkpoint_saved_bytes(cfg, batch: int, seq: int, policy: str, bytes_per_ele
     """Bytes saved for backward by the blocks under ``policy`` (the head's saved tensors are
     the same for all policies and not included).  ``sdpa`` attention assumed.
     Defined in Part I, "Activations in depth"."""
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    _check_policy(policy)
     N, d, b = batch * seq, cfg.d_model, bytes_per_elem
     lse = batch * cfg.n_head * seq * 4
     per = {"none": 16 * N * d * b + 16 * N + lse,
@@ -95,7 +98,6 @@ def recompute_flops(cfg, batch: int, seq: int, policy: str) -> int:
     matmul of each region (the MLP's ``proj``) is not recomputed: ``full`` adds
     ``qkv + attn.proj + fc`` = ``16·N·d²`` per layer (plus attention scores), ``selective``
     adds ``fc`` = ``8·N·d²``.  Defined in Part I, "Activations in depth"."""
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    _check_policy(policy)
     N, d = batch * seq, cfg.d_model
     return int(cfg.n_layer * {"none": 0, "full": 16 * N * d * d, "selective": 8 * N * d * d}[policy])

@@ -19,25 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..estimate.inference import kv_bytes
 from ..models.nanogpt import GPT
 
-__all__ = ["KVCache", "kv_cache_bytes", "generate", "prefill", "decode_step"]
-
-
-def kv_cache_bytes(n_layer: int, batch: int, tokens: int, n_kv_head: int, head_dim: int,
-                   bytes_per_elem: float = 2) -> int:
-    """Bytes of a KV cache: ``2 · n_layer · batch · n_kv_head · tokens · head_dim · bytes``
-    (the estimator's formula, :func:`vramlib.estimate.inference.kv_bytes`, for the book's GPT).
-
-    Defined in Part I, "Inference"."""
-    for name, v in (("n_layer", n_layer), ("batch", batch), ("tokens", tokens),
-                    ("n_kv_head", n_kv_head), ("head_dim", head_dim)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-    if bytes_per_elem <= 0:
-        raise ValueError(f"bytes_per_elem must be positive, got {bytes_per_elem!r}")
-    return int(kv_bytes(n_layer, batch, tokens, n_kv_head * head_dim, bytes_per_elem))
+__all__ = ["KVCache", "generate", "prefill", "decode_step"]
 
 
 @dataclass

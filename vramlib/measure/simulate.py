@@ -59,13 +59,11 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 from .tracker import StorageTracker
 from ..core.units import _UNITS, fmt_bytes
+from ..core.vocab import CATEGORIES
 
 __all__ = ["simulate", "Simulator", "SimulationResult", "mark", "phase", "decode_loop",
            "CATEGORIES"]
 
-#: Categories in order of precedence (a storage keeps the first one it is ever given).
-CATEGORIES = ("parameters", "buffers", "gradients", "optimizer", "kv_cache", "activations",
-              "temporaries")
 _RANK = {c: i for i, c in enumerate(CATEGORIES)}
 
 _aten = torch.ops.aten
@@ -141,7 +139,7 @@ class SimulationResult:
         the phases marked and the peak annotated."""
         import matplotlib.pyplot as plt
 
-        from ..core.style import COMPONENT_COLORS
+        from ..core.style import CATEGORY_COLORS as colors
 
         if not self.events:
             raise ValueError("this result has no timeline; simulate with timeline=True")
@@ -151,10 +149,6 @@ class SimulationResult:
         cats = [c for c in CATEGORIES if any(ev[2].get(c) for ev in self.events)]
         xs = list(range(len(self.events)))
         ys = [[ev[2].get(c, 0) / div for ev in self.events] for c in cats]
-        colors = {"parameters": COMPONENT_COLORS["weights"], "buffers": COMPONENT_COLORS["master weights"],
-                  "gradients": COMPONENT_COLORS["gradients"], "optimizer": COMPONENT_COLORS["optimizer states"],
-                  "kv_cache": COMPONENT_COLORS["kv cache"], "activations": COMPONENT_COLORS["activations"],
-                  "temporaries": COMPONENT_COLORS["temporaries"]}
         ax.stackplot(xs, ys, labels=cats, colors=[colors[c] for c in cats], step="post")
         ax.axvline(self.peak_event, color="k", lw=0.8, ls="--")
         ax.annotate(f"peak {self.peak / div:.2f} {unit}\n{self.peak_phase}",

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..estimate._common import DTYPE_BYTES
 from ..estimate.rules import (article_inference_rule, article_simple_rule, article_training_rule,
-                             quantized_bytes)
+                              quantized_bytes)
+from ..estimate.training import _STATE_PER_PARAM as STATE_SLOTS
 
-__all__ = ["DTYPE_BYTES", "POLICIES", "OPTIMIZER_SLOTS", "training_state_bytes",
+__all__ = ["POLICIES", "OPTIMIZER_SLOTS", "training_state_bytes",
            "gpt_activation_bytes", "gpt_train_peak_bytes", "finetune_activation_bytes", "list_saved_tensors", "rule_a6", "rule_a7", "rule_a9",
            "rule_a11", "per_gpu_training_bytes", "STRATEGIES"]
 
-#: Bytes per element of the formats Part I uses.
-DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5, "nf4": 0.5}
+#: Bytes per element of the floating-point formats: the estimator's table.
+B = DTYPE_BYTES
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,18 @@ class Policy:
 #: Precision policies: fp32; autocast (fp32 weights, 16-bit matmuls); mixed (16-bit weights
 #: and grads, fp32 master weights and states, as Megatron/DeepSpeed do); pure 16-bit.
 POLICIES = {
-    "fp32": Policy(4, 0, 4, 4, "everything in fp32"),
-    "autocast": Policy(4, 0, 4, 4, "fp32 weights, grads and states; matmuls in bf16/fp16"),
-    "mixed": Policy(2, 4, 2, 4, "bf16 weights and grads, fp32 master weights and optimizer states"),
-    "bf16": Policy(2, 0, 2, 2, "everything in bf16 (states in the weights' dtype)"),
+    "fp32": Policy(B["fp32"], 0, B["fp32"], B["fp32"], "everything in fp32"),
+    "autocast": Policy(B["fp32"], 0, B["fp32"], B["fp32"],
+                       "fp32 weights, grads and states; matmuls in bf16/fp16"),
+    "mixed": Policy(B["bf16"], B["fp32"], B["bf16"], B["fp32"],
+                    "bf16 weights and grads, fp32 master weights and optimizer states"),
+    "bf16": Policy(B["bf16"], 0, B["bf16"], B["bf16"],
+                   "everything in bf16 (states in the weights' dtype)"),
 }
 
-#: Optimizer state per parameter, in slots (one slot = one value per parameter).
-OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2, "adam8bit": 2}
+#: Optimizer state per parameter, in slots (one slot = one value per parameter): the
+#: estimator's table, plus 8-bit Adam's two 1-byte slots.
+OPTIMIZER_SLOTS = {**STATE_SLOTS, "adam8bit": 2}
 
 
 def _check_count(name: str, v) -> None:
@@ -148,13 +154,14 @@ def finetune_activation_bytes(cfg, batch: int, seq: int, mode: str = "full", tra
     return int(act["layers"] - (N * d * b + 2 * N * 4) + cfg.n_layer * adapted_per_block * N * rank * b + head)
 
 
-def rule_a6(n_params: int, activations_per_sample: int, batch: int) -> int:
-    """Source claim A6, literally: ``(P + B·A + P + 2P) × 4`` bytes.  Integer arguments, integer
-    result; the formula is :func:`vramlib.estimate.article_training_rule` (note its argument
-    order: ``params, batch, activations_per_sample``).
+def rule_a6(n_params: int, batch: int, activations_per_sample: int) -> int:
+    """Source claim A6, literally: ``(P + B·A + P + 2P) × 4`` bytes.  Integer arguments (in
+    the order of :func:`vramlib.estimate.article_training_rule`, which holds the formula),
+    integer result.
 
     Defined in Part I, "Pretraining"."""
-    for name, v in (("n_params", n_params), ("activations_per_sample", activations_per_sample), ("batch", batch)):
+    for name, v in (("n_params", n_params), ("batch", batch),
+                    ("activations_per_sample", activations_per_sample)):
         _check_count(name, v)
     return int(article_training_rule(n_params, batch, activations_per_sample))
 
