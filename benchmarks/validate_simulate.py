@@ -28,12 +28,8 @@ Defined in Part I, "Three ways to know: formula, simulation, measurement".
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -43,6 +39,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vramlib import fmt_bytes, track_memory  # noqa: E402
+from vramlib.core.records import write_record  # noqa: E402
 from vramlib.measure.simulate import Simulator, decode_loop  # noqa: E402
 
 # Model configurations: real published architectures (full) and tiny ones of the same
@@ -200,26 +197,6 @@ def warm_up(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def provenance(device: torch.device) -> dict:
-    import transformers
-
-    info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                torch=torch.__version__, transformers=transformers.__version__, python=sys.version.split()[0],
-                platform=platform.platform(), device_type=device.type)
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(device_name=props.name, total_memory=props.total_memory, cuda=torch.version.cuda,
-                    capability=f"{props.major}.{props.minor}")
-        try:
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
-        except Exception as e:  # noqa: BLE001
-            info["driver"] = f"unknown ({type(e).__name__})"
-    else:
-        info.update(device_name=platform.processor() or platform.machine(), driver=None)
-    return info
-
-
 def run_case(case: dict, models: dict, device: torch.device) -> dict:
     round_to = 512 if device.type == "cuda" else None
     row = dict(case=case)
@@ -287,11 +264,11 @@ def main(argv: list[str] | None = None) -> dict:
     warm_up(device)
     out = dict(what="vramlib.measure.simulate peak vs measured peak (torch.cuda.max_memory_allocated on CUDA, "
                     "exact storage accounting on CPU)",
-               provenance=provenance(device), small=small, models={k: dict(family=f, config=kw) for k, (f, kw) in models.items()},
+               small=small, models={k: dict(family=f, config=kw) for k, (f, kw) in models.items()},
                round_to=512 if device.type == "cuda" else None, rows=[])
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     t_all = time.perf_counter()
-    print(f"{len(cases)} cases on {out['provenance']['device_name']}")
+    print(f"{len(cases)} cases on {device}")
     print(f"{'case':<58} {'measured':>11} {'simulated':>11} {'error':>8}  peak phase")
     for case in cases:
         row = run_case(case, models, device)
@@ -302,13 +279,11 @@ def main(argv: list[str] | None = None) -> dict:
         if "real_error" in row:
             note += f" [real: {row['real_error'][:80]}]"
         print(f"{describe(case):<58} {gib('real_peak')} {gib('sim_peak')} {err}  {note}", flush=True)
-        with open(a.out, "w") as f:   # written after every case, so a cut-off run keeps what it has
-            json.dump(out, f, indent=1)
+        write_record(a.out, out, {}, device)   # after every case: a cut-off run keeps what it has
     errs = [abs(r["rel_error"]) for r in out["rows"] if "rel_error" in r]
     out["summary"] = dict(cases=len(cases), compared=len(errs), max_abs_error=max(errs) if errs else None,
                           within_3_percent=sum(e <= 0.03 for e in errs), seconds=round(time.perf_counter() - t_all, 1))
-    with open(a.out, "w") as f:
-        json.dump(out, f, indent=1)
+    write_record(a.out, out, {}, device)
     print(f"compared {len(errs)}/{len(cases)} cases; max |error| "
           f"{100 * max(errs) if errs else float('nan'):.2f} %; within 3 %: {out['summary']['within_3_percent']}; "
           f"{out['summary']['seconds']} s; wrote {a.out}")

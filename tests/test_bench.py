@@ -1,4 +1,3 @@
-import json
 import math
 import time
 
@@ -121,18 +120,14 @@ def test_cpu_features_reports_capability():
     assert f["avx2"] in (True, False, None) and "quantized_engine" in f
 
 
-def test_recorded_results_are_found_upwards(tmp_path):
-    res = tmp_path / "benchmarks" / "results"
-    res.mkdir(parents=True)
-    (res / "hardware_x.json").write_text(json.dumps({"provenance": {"device": {"kind": "cuda"}}}))
-    (res / "hardware_cpu.json").write_text(json.dumps({"provenance": {"device": {"kind": "cpu"}}}))
-    (res / "other_y.json").write_text("{}")
-    sub = tmp_path / "chapters" / "part"
-    sub.mkdir(parents=True)
-    assert len(B.find_recorded_results("hardware", str(sub))) == 2
-    got = B.load_recorded_results("hardware", str(sub))
-    assert [d["_path"] for d in got] == ["hardware_x.json"]
-    assert B.find_recorded_results("hardware", "/") == []
+def test_recorded_results_come_from_the_package_records(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                       # any working directory
+    got = B.load_recorded_results("hardware")
+    assert [r.file for r in got] == ["hardware_h100.json", "hardware_h200.json"]
+    assert all(r.provenance.kind == "cuda" and "matmul" in r.results for r in got)
+    assert B.load_recorded_results("estimator", cuda_only=False)[0].name == "estimator_cpu"
+    with pytest.raises(ValueError):
+        B.load_recorded_results("")
 
 
 def test_catalog_every_figure_is_sourced_and_dense():

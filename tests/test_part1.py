@@ -262,19 +262,3 @@ def test_finetune_activation_formula():
     assert saved == finetune_activation_bytes(cfg, 2, 16, "lora", rank=4)
     with pytest.raises(ValueError):
         finetune_activation_bytes(cfg, 2, 16, "adapter")
-
-
-# -- records ---------------------------------------------------------------------------
-def test_write_and_load_record(tmp_path, monkeypatch):
-    from vramlib.core.records import load_record, provenance_line, write_record
-
-    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    (tmp_path / "pyproject.toml").write_text("")
-    write_record(tmp_path / "benchmarks" / "results" / "x.json", {"a": 1}, {"b": 2}, "cpu")
-    monkeypatch.chdir(tmp_path)
-    rec = load_record("x")
-    assert rec["results"] == {"a": 1} and rec["config"] == {"b": 2} and "date" in rec["provenance"]
-    assert load_record("missing") is None
-    assert provenance_line(None) == "no recorded GPU run yet"
-    with pytest.raises(TypeError):
-        write_record(tmp_path / "y.json", [1], {})

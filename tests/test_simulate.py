@@ -247,4 +247,5 @@ def test_validation_script_runs_on_cpu(tmp_path):
     row, = res["rows"]
     assert row["rel_error"] == 0 and row["real_peak"] == row["sim_peak"] > 0
     saved = json.loads(out.read_text())
-    assert saved["provenance"]["torch"] == torch.__version__ and saved["summary"]["within_3_percent"] == 1
+    assert saved["schema_version"] == 1 and saved["provenance"]["torch"] == torch.__version__
+    assert saved["results"]["summary"]["within_3_percent"] == 1

@@ -18,10 +18,7 @@ no hand-written kernels.  Defined in Part III, "Measure your own device".
 
 from __future__ import annotations
 
-import glob
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
@@ -30,14 +27,14 @@ import torch
 
 from ..core.device import pick_device
 from .timing import Timing, sync, time_fn  # the one timing helper (re-exported for Part III)
-from ..core.records import provenance, results_dir  # noqa: F401  (device, torch, CUDA, python, date: Part III records it with every result)
+from ..core.records import Record, load_records
 
 __all__ = [
     "Timing", "BenchResult", "MATMUL_KINDS", "time_fn", "matmul_flops", "bench_matmul",
     "plain_matmul_rate", "copy_bandwidth", "arithmetic_intensity", "attainable_flops",
     "matmul_intensity", "plot_roofline", "cpu_features", "percent_of_peak", "quant_overhead",
-    "weight_only_matmul", "catalog_dtype", "find_recorded_results", "load_recorded_results",
-    "KIND_BYTES", "result_intensity", "format_results", "provenance",
+    "weight_only_matmul", "catalog_dtype", "load_recorded_results",
+    "KIND_BYTES", "result_intensity", "format_results",
 ]
 
 #: Matrix-multiply kinds :func:`bench_matmul` knows, with the catalog dtype whose peak they use.
@@ -588,26 +585,10 @@ def weight_only_matmul(ms: Sequence[int], n: int, k: int, device: str | torch.de
 
 # -- recorded results --------------------------------------------------------------------
 
-def find_recorded_results(prefix: str = "hardware", start: str | None = None) -> list[str]:
-    """Paths of ``benchmarks/results/<prefix>_*.json`` in the book's repository, searched
-    upwards from ``start`` (default: the working directory).  Empty if none.
+def load_recorded_results(prefix: str = "hardware", cuda_only: bool = True) -> list[Record]:
+    """The recorded runs ``<prefix>_*`` shipped with the package (:func:`load_records`);
+    with ``cuda_only`` only those recorded on a CUDA GPU.
     Defined in Part III, "Measure your own device"."""
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(f"prefix must be a non-empty string, got {prefix!r}")
-    d = results_dir(start)
-    return [] if d is None else sorted(glob.glob(os.path.join(str(d), f"{prefix}_*.json")))
-
-
-def load_recorded_results(prefix: str = "hardware", start: str | None = None,
-                          cuda_only: bool = True) -> list[dict]:
-    """The recorded benchmark JSON files (see :func:`find_recorded_results`), parsed; with
-    ``cuda_only`` only those recorded on a CUDA GPU.  Defined in Part III, "Measure your own device"."""
-    out = []
-    for p in find_recorded_results(prefix, start):
-        with open(p) as f:
-            data = json.load(f)
-        data.setdefault("_path", os.path.basename(p))
-        if cuda_only and data.get("provenance", {}).get("device", {}).get("kind") != "cuda":
-            continue
-        out.append(data)
-    return out
+    return load_records(prefix + "_", kind="cuda" if cuda_only else None)
