@@ -41,7 +41,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     leading shape (``(N, C)`` or ``(B, s, V)``) are flattened to rows.  The teacher gets no
     gradient.  Equals ``T² · F.kl_div(log q, log p, log_target=True, reduction="batchmean")``.
 
-    Defined in Part II, "Knowledge distillation", section "The T² factor".
+    Defined in Part II, "Knowledge distillation", section "The loss and its $T^2$ factor".
     """
     T = _check_T(T)
     if student_logits.shape != teacher_logits.shape:
@@ -58,7 +58,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                       T: float = 2.0, alpha: float = 0.5) -> torch.Tensor:
     """``alpha · kd_loss(T) + (1 − alpha) · cross_entropy(student, targets)``.
 
-    Defined in Part II, "Knowledge distillation", section "The T² factor".
+    Defined in Part II, "Knowledge distillation", section "The loss and its $T^2$ factor".
     """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
@@ -79,7 +79,7 @@ def distill(student: nn.Module, teacher: nn.Module | None, batches: Iterable[tup
     an input to logits (default: ``model(x)``, or its first element if it returns a tuple).
     Returns the loss of each step.
 
-    Defined in Part II, "Knowledge distillation", section "Teacher to student".
+    Defined in Part II, "Knowledge distillation", section "Teacher to student, on the full training set".
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")

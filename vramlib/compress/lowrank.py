@@ -51,7 +51,7 @@ def energy(S: torch.Tensor) -> torch.Tensor:
 def rank_for_energy(S: torch.Tensor, threshold: float) -> int:
     """Smallest rank whose singular values hold at least ``threshold`` of ``Σ σ²``.
 
-    Defined in Part II, "Low-rank factorization", section "Choosing the rank".
+    Defined in Part II, "Low-rank factorization", section "Spectra of trained weights".
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
@@ -61,7 +61,7 @@ def rank_for_energy(S: torch.Tensor, threshold: float) -> int:
 def lowrank_params(n_out: int, n_in: int, rank: int, bias: bool = False) -> int:
     """Parameters of the factored layer: ``rank · (n_in + n_out)`` (+ ``n_out`` bias).
 
-    Defined in Part II, "Low-rank factorization", section "Parameters and FLOPs"."""
+    Defined in Part II, "Low-rank factorization", section "Parameters, FLOPs and the break-even rank"."""
     return rank * (n_in + n_out) + (n_out if bias else 0)
 
 
@@ -76,14 +76,14 @@ def lowrank_flops(n_out: int, n_in: int, rank: int | None, tokens: int = 1) -> i
 def breakeven_rank(n_out: int, n_in: int) -> float:
     """``n_in · n_out / (n_in + n_out)``: below this rank the factored layer is smaller.
 
-    Defined in Part II, "Low-rank factorization", section "Parameters and FLOPs"."""
+    Defined in Part II, "Low-rank factorization", section "Parameters, FLOPs and the break-even rank"."""
     return n_in * n_out / (n_in + n_out)
 
 
 def rank_for_param_ratio(n_out: int, n_in: int, ratio: float) -> int:
     """Largest rank whose factored weights hold at most ``ratio`` of the dense ``n_out·n_in``.
 
-    Defined in Part II, "Low-rank factorization", section "Choosing the rank"."""
+    Defined in Part II, "Low-rank factorization", section "Parameters, FLOPs and the break-even rank"."""
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
     return max(1, int(ratio * n_in * n_out // (n_in + n_out)))
@@ -92,7 +92,7 @@ def rank_for_param_ratio(n_out: int, n_in: int, ratio: float) -> int:
 def truncation_error(S: torch.Tensor, rank: int) -> tuple[float, float]:
     """Eckart–Young: ``(‖W − W_r‖_F, ‖W − W_r‖_2) = (sqrt(Σ_{i>r} σ_i²), σ_{r+1})``.
 
-    Defined in Part II, "Low-rank factorization", section "Eckart–Young"."""
+    Defined in Part II, "Low-rank factorization", section "Eckart–Young: the best rank-$r$ approximation"."""
     if not 0 <= rank <= S.numel():
         raise ValueError(f"rank must be in [0, {S.numel()}], got {rank!r}")
     tail = S[rank:].double()
@@ -101,7 +101,7 @@ def truncation_error(S: torch.Tensor, rank: int) -> tuple[float, float]:
 
 class LowRankLinear(nn.Module):
     """``x ↦ up(down(x))`` with ``down: in → rank`` (no bias) and ``up: rank → out`` (the
-    original bias).  Defined in Part II, "Low-rank factorization", section "Factoring a Linear"."""
+    original bias).  Defined in Part II, "Low-rank factorization", section "Eckart–Young: the best rank-$r$ approximation"."""
 
     def __init__(self, n_in: int, n_out: int, rank: int, bias: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
@@ -126,7 +126,7 @@ def factorize_linear(linear: nn.Linear, rank: int | None = None, energy_threshol
     Give ``rank`` or ``energy_threshold``.  ``method="svd"`` uses ``torch.linalg.svd``;
     ``"lowrank"`` the randomized ``torch.svd_lowrank`` (faster for large matrices, approximate).
 
-    Defined in Part II, "Low-rank factorization", section "Factoring a Linear".
+    Defined in Part II, "Low-rank factorization", section "Eckart–Young: the best rank-$r$ approximation".
     """
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
@@ -177,7 +177,7 @@ def factorize_model(model: nn.Module, names: Sequence[str], rank: int | None = N
     :class:`LowRankLinear`, its rank given directly, as a fraction of the dense parameters
     (``param_ratio``, via :func:`rank_for_param_ratio`) or by ``energy_threshold``.
 
-    Defined in Part II, "Low-rank factorization", section "Rank sweep".
+    Defined in Part II, "Low-rank factorization", section "Rank sweep: parameters and FLOPs against quality".
     """
     if sum(x is not None for x in (rank, param_ratio, energy_threshold)) != 1:
         raise ValueError("give exactly one of rank, param_ratio or energy_threshold")

@@ -78,7 +78,7 @@ def channel_mask(weight: torch.Tensor, amount: float, n: float = 2, dim: int = 0
     """Keep-mask that removes the ``round(amount · size(dim))`` slices along ``dim`` with the
     smallest L``n`` norm — the rule of ``torch.nn.utils.prune.ln_structured``.
 
-    Defined in Part II, "Pruning", section "Structured pruning".
+    Defined in Part II, "Pruning", section "Structured pruning: really smaller, really faster".
     """
     amount = _check_fraction("amount", amount, allow_one=True)
     if weight.dim() < 2:
@@ -124,7 +124,7 @@ def layerwise_masks(model: nn.Module, sparsity: float,
                     layers: Sequence[tuple[str, nn.Linear]] | None = None) -> dict[str, torch.Tensor]:
     """One :func:`magnitude_mask` per layer, each at the same ``sparsity``.
 
-    Defined in Part II, "Pruning", section "Layer-wise or global?".
+    Defined in Part II, "Pruning", section "One shot: layer-wise against global".
     """
     layers = prunable_linears(model) if layers is None else layers
     return {name: magnitude_mask(m.weight, sparsity) for name, m in layers}
@@ -134,7 +134,7 @@ def global_masks(model: nn.Module, sparsity: float,
                  layers: Sequence[tuple[str, nn.Linear]] | None = None) -> dict[str, torch.Tensor]:
     """Masks from one magnitude threshold over all layers together (the rule of
     ``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured``): layers with small
-    weights lose more.  Defined in Part II, "Pruning", section "Layer-wise or global?".
+    weights lose more.  Defined in Part II, "Pruning", section "One shot: layer-wise against global".
     """
     sparsity = _check_fraction("sparsity", sparsity, allow_one=True)
     layers = prunable_linears(model) if layers is None else layers
@@ -270,7 +270,7 @@ def neuron_importance(fc: nn.Linear, proj: nn.Linear) -> torch.Tensor:
     """Score of each hidden neuron of an ``fc → activation → proj`` MLP: the L2 norm of its
     incoming row of ``fc`` times the L2 norm of its outgoing column of ``proj``.
 
-    Defined in Part II, "Pruning", section "Structured pruning".
+    Defined in Part II, "Pruning", section "Structured pruning: really smaller, really faster".
     """
     if fc.out_features != proj.in_features:
         raise ValueError(f"fc.out_features ({fc.out_features}) != proj.in_features ({proj.in_features})")
@@ -299,7 +299,7 @@ def shrink_mlp(fc: nn.Linear, proj: nn.Linear, keep: torch.Tensor) -> tuple[nn.L
     loses rows, proj loses columns.  For an element-wise activation with ``act(0) = 0``
     (ReLU, GELU), dropping neurons whose fc row and bias are zero changes nothing.
 
-    Defined in Part II, "Pruning", section "Structured pruning".
+    Defined in Part II, "Pruning", section "Structured pruning: really smaller, really faster".
     """
     keep = torch.as_tensor(keep, dtype=torch.long, device=fc.weight.device)
     if keep.dim() != 1 or keep.numel() == 0:
@@ -316,7 +316,7 @@ def shrink_sequential(model: nn.Sequential, keep: int,
     ``pairs`` gives the indices of each ``(fc, proj)`` pair, e.g. the digits classifier's
     ``Linear, ReLU, Linear, ReLU, Linear`` is ``((0, 2), (2, 4))``.
 
-    Defined in Part II, "Pruning", section "Structured pruning"."""
+    Defined in Part II, "Pruning", section "Structured pruning: really smaller, really faster"."""
     m = copy.deepcopy(model)
     for a, b in pairs:
         idx = torch.topk(neuron_importance(m[a], m[b]), keep).indices.sort().values
@@ -335,7 +335,7 @@ def prune_gpt_mlp(model: nn.Module, ratio: float, multiple: int = 8) -> nn.Modul
     :class:`vramlib.models.GPT` (lowest :func:`neuron_importance` first; the number kept is
     rounded to a ``multiple`` that matrix kernels like).  Returns a new, smaller model.
 
-    Defined in Part II, "Pruning", section "Structured pruning".
+    Defined in Part II, "Pruning", section "Structured pruning: really smaller, really faster".
     """
     ratio = _check_fraction("ratio", ratio)
     new = copy.deepcopy(model)
@@ -348,7 +348,7 @@ def prune_gpt_mlp(model: nn.Module, ratio: float, multiple: int = 8) -> nn.Modul
 class PrunedSelfAttention(nn.Module):
     """Causal self-attention with any number of heads (``n_head · head_dim`` need not equal
     ``d_model``): what is left of a :class:`vramlib.models.nanogpt.CausalSelfAttention`
-    after :func:`prune_heads`.  Defined in Part II, "Pruning", section "Structured pruning"."""
+    after :func:`prune_heads`.  Defined in Part II, "Pruning", section "Structured pruning: really smaller, really faster"."""
 
     def __init__(self, qkv: nn.Linear, proj: nn.Linear, n_head: int, head_dim: int) -> None:
         super().__init__()
@@ -366,7 +366,7 @@ class PrunedSelfAttention(nn.Module):
 
 def head_importance(attn: nn.Module) -> torch.Tensor:
     """Score of each attention head: L2 norm of its q, k, v rows of ``qkv`` times the L2 norm
-    of its columns of the output ``proj``.  Defined in Part II, "Pruning", section "Structured pruning"."""
+    of its columns of the output ``proj``.  Defined in Part II, "Pruning", section "Structured pruning: really smaller, really faster"."""
     h, hd = _heads_of(attn)
     w = attn.qkv.weight.detach().view(3, h, hd, -1)
     return w.pow(2).sum(dim=(0, 2, 3)).sqrt() * attn.proj.weight.detach().view(-1, h, hd).pow(2).sum(dim=(0, 2)).sqrt()
@@ -388,7 +388,7 @@ def prune_heads(attn: nn.Module, keep: Sequence[int]) -> PrunedSelfAttention:
     their columns of ``proj``.  A head whose ``proj`` columns are zero contributes nothing,
     so removing it leaves the output unchanged.
 
-    Defined in Part II, "Pruning", section "Structured pruning".
+    Defined in Part II, "Pruning", section "Structured pruning: really smaller, really faster".
     """
     h, hd = _heads_of(attn)
     keep = sorted(set(int(i) for i in keep))
@@ -405,7 +405,7 @@ def prune_gpt_heads(model: nn.Module, n_remove: int) -> nn.Module:
     """Remove the ``n_remove`` least important heads (:func:`head_importance`) of every
     block of a :class:`vramlib.models.GPT`.  Returns a new model.
 
-    Defined in Part II, "Pruning", section "Structured pruning".
+    Defined in Part II, "Pruning", section "Structured pruning: really smaller, really faster".
     """
     new = copy.deepcopy(model)
     for block in new.blocks:

@@ -2,7 +2,7 @@
 
 Figures are drawn on their own white card (opaque background, dark text), so they keep
 their contrast on a dark page, and use a colour-blind-safe palette (Okabe–Ito).
-Defined in Chapter 0, "How the book draws figures".
+Defined in Chapter 0, "Before you start", section "How to run this book".
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ CATEGORY_COLORS = {c: COMPONENT_COLORS[CATEGORY_COMPONENT[c]] for c in CATEGORIE
 
 
 def use_book_style() -> None:
-    """Apply the book's matplotlib style.  Defined in Chapter 0, "How the book draws figures"."""
+    """Apply the book's matplotlib style.  Defined in Chapter 0, "Before you start", section "How to run this book"."""
     mpl.rcParams.update({
         "figure.figsize": (7.0, 3.6),
         "figure.dpi": 100,

@@ -280,7 +280,7 @@ def copy_bandwidth(nbytes: int, device: str | torch.device | None = None, **timi
 
 def arithmetic_intensity(flops: float, bytes_moved: float) -> float:
     """Operations per byte moved to or from memory.  Defined in Part III, "Measure your own
-    device" (section "The roofline")."""
+    device" (section "Work, time and the roofline")."""
     if not (flops >= 0 and bytes_moved > 0):
         raise ValueError(f"need flops ≥ 0 and bytes_moved > 0, got {flops!r}, {bytes_moved!r}")
     return flops / bytes_moved
@@ -290,7 +290,7 @@ def matmul_intensity(m: int, n: int, k: int, bytes_a: float, bytes_b: float | No
                      bytes_c: float | None = None) -> float:
     """Arithmetic intensity of an (m×k)·(k×n) product that reads A and B once and writes C
     once: ``2mnk / (mk·a + kn·b + mn·c)`` with ``a, b, c`` bytes per element (``b`` and ``c``
-    default to ``a``).  Defined in Part III, "Measure your own device" (section "The roofline")."""
+    default to ``a``).  Defined in Part III, "Measure your own device" (section "Work, time and the roofline")."""
     bytes_b = bytes_a if bytes_b is None else bytes_b
     bytes_c = bytes_a if bytes_c is None else bytes_c
     if min(bytes_a, bytes_b, bytes_c) <= 0:
@@ -301,7 +301,7 @@ def matmul_intensity(m: int, n: int, k: int, bytes_a: float, bytes_b: float | No
 def attainable_flops(intensity: float, peak_flops: float, bandwidth: float) -> float:
     """The roofline: ``min(peak, intensity × bandwidth)`` — a kernel at ``intensity`` FLOP/B
     can go no faster than memory feeds it or than the arithmetic units compute.
-    Defined in Part III, "Measure your own device" (section "The roofline")."""
+    Defined in Part III, "Measure your own device" (section "Work, time and the roofline")."""
     if intensity < 0 or peak_flops <= 0 or bandwidth <= 0:
         raise ValueError("need intensity ≥ 0 and positive peak_flops and bandwidth")
     return min(peak_flops, intensity * bandwidth)
@@ -312,7 +312,7 @@ def plot_roofline(peaks: dict[str, float], bandwidth: float, points: Sequence[tu
     """Draw the roofline(s) — one flat roof per entry of ``peaks`` (label → FLOP/s), one
     sloped line for ``bandwidth`` (B/s) — and measured ``points`` (label, intensity FLOP/B,
     achieved FLOP/s), log-log, in TFLOP/s.  Returns the axes.
-    Defined in Part III, "Measure your own device" (section "The roofline")."""
+    Defined in Part III, "Measure your own device" (section "Work, time and the roofline")."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -347,7 +347,7 @@ def result_intensity(result) -> float | None:
     """Arithmetic intensity (FLOP/B) of a matmul result (a :class:`BenchResult` or its dict),
     from its shape and :data:`KIND_BYTES`; ``None`` for other kinds.  The dynamic int8
     Linear is counted with its fp32 inputs and weights as stored before packing.
-    Defined in Part III, "Measure your own device" (section "The roofline")."""
+    Defined in Part III, "Measure your own device" (section "Work, time and the roofline")."""
     kind, shape = _get(result, "kind"), tuple(_get(result, "shape") or ())
     if kind not in KIND_BYTES or len(shape) != 3:
         return None
@@ -414,7 +414,7 @@ def cpu_features() -> dict[str, Any]:
     ``_is_avx512_vnni_supported``, ``_is_avx512_bf16_supported``, ``_is_amx_tile_supported``,
     ``_is_amx_fp16_supported``, ``_is_vnni_supported``... (each only where this torch has it;
     missing ones are ``None``), plus the quantized engine and, on Linux, the matching
-    ``/proc/cpuinfo`` flags.  Defined in Part III, "Formats in silicon" (section "CPUs")."""
+    ``/proc/cpuinfo`` flags.  Defined in Part III, "Formats in silicon" (section "CPUs: what torch finds on yours")."""
     out: dict[str, Any] = {"torch": torch.__version__}
     try:
         out["capability"] = torch.backends.cpu.get_cpu_capability()
@@ -448,7 +448,7 @@ def quant_overhead(m: int, n: int, k: int, device: str | torch.device | None = N
     * ``int8 total`` — quantize + int8 matmul + dequantize in one call.
 
     Each is a :class:`BenchResult` (``work`` in FLOP for the matmuls, elements for the rest).
-    Defined in Part III, "When low bits are not faster" (section "Quantize, dequantize, cast").
+    Defined in Part III, "When low bits are not faster" (section "Quantize, dequantize, cast: the overhead (B12)").
     """
     dev = pick_device(device)
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
@@ -536,7 +536,7 @@ def weight_only_matmul(ms: Sequence[int], n: int, k: int, device: str | torch.de
 
     Returns one row per ``m``: seconds per call for each variant (NaN plus a ``notes`` entry
     where the device lacks the kernel), and the weight bytes each reads.
-    Defined in Part III, "When low bits are not faster" (section "Weight-only quantization").
+    Defined in Part III, "When low bits are not faster" (section "Weight-only int8/int4: decode versus prefill").
     """
     dev = pick_device(device)
     if k % group or n % 8:

@@ -265,7 +265,7 @@ def measure(fn: Callable[..., Any], *args: Any, device: str | torch.device | Non
 def tensor_bytes(t: torch.Tensor) -> int:
     """Bytes of a tensor's elements: ``numel × element_size`` (a view counts its own elements).
 
-    Defined in Chapter 0, "Predicting bytes".
+    Defined in Chapter 0, "Before you start", section "Predicting bytes: a small model and its training state".
     """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor, got {type(t).__name__}")
@@ -287,7 +287,7 @@ def _unique_storage_bytes(tensors) -> int:
 
 def param_bytes(model: torch.nn.Module, trainable_only: bool = False, buffers: bool = False) -> int:
     """Bytes held by a module's parameters (shared/tied ones counted once), optionally its
-    buffers too.  Defined in Chapter 0, "Predicting bytes"."""
+    buffers too.  Defined in Chapter 0, "Before you start", section "Predicting bytes: a small model and its training state"."""
     params = [p for p in model.parameters() if p.requires_grad or not trainable_only]
     extra = list(model.buffers()) if buffers else []
     return _unique_storage_bytes(params + extra)
@@ -296,13 +296,13 @@ def param_bytes(model: torch.nn.Module, trainable_only: bool = False, buffers: b
 def grad_bytes(model: torch.nn.Module) -> int:
     """Bytes held by the ``.grad`` tensors of a module's parameters.
 
-    Defined in Chapter 0, "Predicting bytes"."""
+    Defined in Chapter 0, "Before you start", section "Predicting bytes: a small model and its training state"."""
     return _unique_storage_bytes([p.grad for p in model.parameters()])
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes of every tensor in an optimizer's state (Adam's moments and step counters...).
 
-    Defined in Chapter 0, "Predicting bytes"."""
+    Defined in Chapter 0, "Before you start", section "Predicting bytes: a small model and its training state"."""
     tensors = [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
     return _unique_storage_bytes(tensors)

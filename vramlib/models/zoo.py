@@ -18,7 +18,7 @@
 dicts in ``vramlib/data/checkpoints/*.pt`` loaded with ``torch.load(..., weights_only=True)``,
 each with a JSON metadata file beside it (config, split, metrics, torch version, date).
 
-Defined in Part II, "Overview and pipeline" (the models every compression chapter uses).
+Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses" (the models every compression chapter uses).
 """
 
 from __future__ import annotations
@@ -58,13 +58,13 @@ def build_corpus_from_python() -> str:
     """The corpus text from the running interpreter: all ``pydoc_data.topics.topics`` entries
     in sorted key order, joined by blank lines.  (Its content differs slightly between
     Python versions; the book uses the shipped snapshot, :func:`load_corpus`.)
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     from pydoc_data.topics import topics
     return "\n\n".join(topics[k].strip("\n") for k in sorted(topics)) + "\n"
 
 
 def load_corpus() -> bytes:
-    """The shipped corpus snapshot as UTF-8 bytes.  Defined in Part II, "Overview and pipeline"."""
+    """The shipped corpus snapshot as UTF-8 bytes.  Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     if not CORPUS_PATH.exists():
         raise FileNotFoundError(f"corpus snapshot missing: {CORPUS_PATH} (run scripts/train_zoo.py --refresh-corpus)")
     with gzip.open(CORPUS_PATH, "rb") as f:
@@ -78,7 +78,7 @@ class LMData:
     ``batch(split, batch_size, generator)`` samples random windows (for training);
     ``windows(split, n)`` returns ``n`` evenly spaced, fixed windows (for evaluation and
     calibration), so every evaluation sees the same tokens.
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
 
     train: torch.Tensor
     val: torch.Tensor
@@ -114,7 +114,7 @@ class LMData:
 
 def char_lm_data(block_size: int = CHAR_LM_CONFIG["block_size"]) -> LMData:
     """The language model's data: the corpus bytes, first 90 % train, last 10 % validation.
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     raw = load_corpus()
     data = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
     n_val = int(len(data) * VAL_FRACTION)
@@ -126,7 +126,7 @@ def char_lm_data(block_size: int = CHAR_LM_CONFIG["block_size"]) -> LMData:
 @dataclass
 class DigitsData:
     """scikit-learn's 8×8 digits as float tensors in [0, 1] (pixel / 16), split into train and test.
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -142,7 +142,7 @@ class DigitsData:
 
 def digits_data(seed: int = 0) -> DigitsData:
     """Stratified 80/20 split of ``sklearn.datasets.load_digits`` (seeded).
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     d = load_digits()
@@ -158,7 +158,7 @@ def digits_data(seed: int = 0) -> DigitsData:
 # --------------------------------------------------------------------------- models
 def build_char_lm(**overrides: Any) -> GPT:
     """A fresh (untrained) language model with :data:`CHAR_LM_CONFIG`, fields overridable.
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     cfg = dict(CHAR_LM_CONFIG)
     unknown = set(overrides) - set(cfg)
     if unknown:
@@ -169,7 +169,7 @@ def build_char_lm(**overrides: Any) -> GPT:
 
 def build_digits_classifier(widths: tuple[int, ...] = DIGITS_WIDTHS) -> nn.Sequential:
     """An MLP with ReLU between ``nn.Linear`` layers of the given widths (input first).
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, int) or w <= 0 for w in widths):
         raise ValueError(f"widths must be at least two positive integers, got {widths!r}")
     layers: list[nn.Module] = []
@@ -189,18 +189,18 @@ def _load(path: Path, model: nn.Module, device: str | torch.device) -> nn.Module
 
 
 def load_char_lm(device: str | torch.device = "cpu") -> tuple[GPT, LMData]:
-    """The trained language model (eval mode) and its data.  Defined in Part II, "Overview and pipeline"."""
+    """The trained language model (eval mode) and its data.  Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     return _load(CHAR_LM_CHECKPOINT, build_char_lm(), device), char_lm_data()
 
 
 def load_digits_classifier(device: str | torch.device = "cpu") -> tuple[nn.Sequential, DigitsData]:
-    """The trained digits MLP (eval mode) and its data.  Defined in Part II, "Overview and pipeline"."""
+    """The trained digits MLP (eval mode) and its data.  Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     return _load(DIGITS_CHECKPOINT, build_digits_classifier(), device), digits_data()
 
 
 def checkpoint_metadata(name: str) -> dict[str, Any]:
     """The JSON metadata saved beside a checkpoint (``"char_lm"`` or ``"digits_mlp"``).
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     if name not in ("char_lm", "digits_mlp"):
         raise ValueError(f"name must be 'char_lm' or 'digits_mlp', got {name!r}")
     return json.loads((CHECKPOINT_DIR / f"{name}.json").read_text())
@@ -221,7 +221,7 @@ def evaluate_lm(model: nn.Module, data: LMData, split: str = "val", n_windows: i
     """Mean next-byte cross-entropy over ``n_windows`` fixed windows of ``split``:
     ``{"loss": nats, "perplexity": e^loss, "bpc": loss / ln 2}``.  Works for any module whose
     ``forward(x)`` returns logits or ``(logits, ...)``.  Restores the model's train/eval mode.
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     x, y = data.windows(split, n_windows)
     dev = _device_of(model)
     was_training = model.training
@@ -242,7 +242,7 @@ def evaluate_lm(model: nn.Module, data: LMData, split: str = "val", n_windows: i
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, data: DigitsData, split: str = "test") -> dict[str, float]:
     """``{"loss": mean cross-entropy, "accuracy": fraction correct}`` on ``split``.
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     x, y = data.split(split)
     dev = _device_of(model)
     was_training = model.training
@@ -262,7 +262,7 @@ def train_lm(model: nn.Module, data: LMData, steps: int, lr: float = 3e-3, batch
     """AdamW with linear warm-up and cosine decay to 10 % of ``lr``; returns the loss per step.
     ``loss_fn(model, x, y)`` replaces the default next-byte cross-entropy (e.g. for
     distillation).  Used to train the checkpoint and to fine-tune compressed models.
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     from tqdm.auto import tqdm
@@ -316,7 +316,7 @@ def train_classifier(model: nn.Module, data: DigitsData, epochs: int, lr: float 
                      ) -> list[float]:
     """Adam with cosine decay over ``epochs`` passes of the training split (seeded shuffles);
     returns the mean loss per epoch.  ``loss_fn(model, x, y)`` replaces cross-entropy.
-    Defined in Part II, "Overview and pipeline"."""
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     from tqdm.auto import tqdm
@@ -347,7 +347,7 @@ def train_classifier(model: nn.Module, data: DigitsData, epochs: int, lr: float 
 
 def save_checkpoint(model: nn.Module, path: Path, metadata: dict[str, Any]) -> None:
     """Save ``model.state_dict()`` (tensors made contiguous, tied weights stored once by torch)
-    and ``metadata`` as JSON beside it (same stem).  Defined in Part II, "Overview and pipeline"."""
+    and ``metadata`` as JSON beside it (same stem).  Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
