@@ -114,8 +114,8 @@ def _cuda_cc(dev: torch.device) -> tuple[int, int]:
     return torch.cuda.get_device_capability(dev) if dev.type == "cuda" else (0, 0)
 
 
-def _matmul_fn(kind: str, m: int, n: int, k: int, dev: torch.device) -> tuple[Callable[[], Any], str]:
-    """Build the closure for one kind; raise RuntimeError with a reason when unsupported."""
+def _random(dev: torch.device):
+    """Seeded random inputs on ``dev`` (the same numbers on every device)."""
     g = torch.Generator(device="cpu").manual_seed(0)
 
     def randn(*s, dtype=torch.float32):
@@ -124,86 +124,120 @@ def _matmul_fn(kind: str, m: int, n: int, k: int, dev: torch.device) -> tuple[Ca
     def randint8(*s):
         return torch.randint(-64, 64, s, generator=g, dtype=torch.int8).to(dev)
 
+    return randn, randint8
+
+
+_Built = tuple[Callable[[], Any], str]
+
+
+def _float_mm(kind: str, m: int, n: int, k: int, dev: torch.device) -> _Built:
+    dtype = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[kind]
     cc = _cuda_cc(dev)
-    if kind in ("fp32", "tf32", "fp16", "bf16"):
-        dtype = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[kind]
-        if kind == "tf32" and dev.type != "cuda":
-            raise RuntimeError("TF32 is a tensor-core mode of NVIDIA GPUs (compute capability ≥ 8.0); not on this device")
-        if kind == "tf32" and cc < (8, 0):
-            raise RuntimeError(f"TF32 needs compute capability ≥ 8.0 (Ampere); this GPU is {cc[0]}.{cc[1]}")
-        a, b = randn(m, k, dtype=dtype), randn(k, n, dtype=dtype)
-        tf32 = kind == "tf32"
+    if kind == "tf32" and dev.type != "cuda":
+        raise RuntimeError("TF32 is a tensor-core mode of NVIDIA GPUs (compute capability ≥ 8.0); not on this device")
+    if kind == "tf32" and cc < (8, 0):
+        raise RuntimeError(f"TF32 needs compute capability ≥ 8.0 (Ampere); this GPU is {cc[0]}.{cc[1]}")
+    randn, _ = _random(dev)
+    a, b = randn(m, k, dtype=dtype), randn(k, n, dtype=dtype)
+    tf32 = kind == "tf32"
 
-        def fn():
-            old = torch.backends.cuda.matmul.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            try:
-                return torch.matmul(a, b)
-            finally:
-                torch.backends.cuda.matmul.allow_tf32 = old
-
-        if dev.type != "cuda" or kind in ("fp16", "bf16"):
-            return (lambda: torch.matmul(a, b)), ""
-        return fn, ("TF32 tensor cores" if tf32 else "TF32 off (true fp32)")
-    if kind in ("int8", "int8-rowmajor-b"):
-        if not hasattr(torch, "_int_mm"):
-            raise RuntimeError(f"torch {torch.__version__} has no torch._int_mm")
-        if dev.type == "cuda" and cc < (7, 5):
-            raise RuntimeError(f"int8 tensor cores need compute capability ≥ 7.5 (Turing); this GPU is {cc[0]}.{cc[1]}")
-        if m <= 16 or k % 8 or n % 8:
-            raise RuntimeError("torch._int_mm needs m > 16 and k, n multiples of 8")
-        a = randint8(m, k)
-        b = randint8(n, k).t() if kind == "int8" else randint8(k, n)
-        torch._int_mm(a, b)  # raises here if the layout or device is unsupported
-        return (lambda: torch._int_mm(a, b)), ("B column-major (W.t())" if kind == "int8" else "B row-major (K, N)")
-    if kind == "fp8":
-        if dev.type not in ("cuda", "cpu"):
-            raise RuntimeError(f"FP8 matrix products (torch._scaled_mm) run on NVIDIA GPUs of compute capability ≥ 8.9 (and emulated on the CPU); not on {dev.type}")
-        if dev.type == "cuda" and cc < (8, 9):
-            raise RuntimeError(f"FP8 tensor cores need compute capability ≥ 8.9 (Ada/Hopper); this GPU is {cc[0]}.{cc[1]}")
-        if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
-            raise RuntimeError(f"torch {torch.__version__} lacks float8_e4m3fn or _scaled_mm")
-        a = randn(m, k).to(torch.float8_e4m3fn)
-        b = randn(n, k).to(torch.float8_e4m3fn).t()
-        one = torch.tensor(1.0, device=dev)
-        torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
-        note = "e4m3 × e4m3 → bf16, per-tensor scales"
-        if dev.type == "cpu":
-            note += "; emulated in software on the CPU (no FP8 arithmetic instructions used)"
-        return (lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)), note
-    if kind in ("sparse24-fp16", "sparse24-bf16"):
-        if dev.type != "cuda" or cc < (8, 0):
-            raise RuntimeError("2:4 semi-structured sparsity needs an NVIDIA GPU of compute capability ≥ 8.0 (sparse tensor cores)")
-        to_sparse = getattr(torch.sparse, "to_sparse_semi_structured", None)
-        if to_sparse is None:
-            raise RuntimeError(f"torch {torch.__version__} has no torch.sparse.to_sparse_semi_structured")
-        dtype = torch.float16 if kind.endswith("fp16") else torch.bfloat16
-        mask = torch.tensor([1, 1, 0, 0], dtype=torch.bool).tile(n, k // 4).to(dev)
-        w = randn(n, k, dtype=dtype) * mask
-        ws = to_sparse(w)
-        x = randn(m, k, dtype=dtype)
-        torch.nn.functional.linear(x, ws)
-        return (lambda: torch.nn.functional.linear(x, ws)), "2:4 sparse weight (N, K), F.linear; work counted as the dense 2mnk"
-    if kind == "int8-dynamic-linear":
-        if dev.type != "cpu":
-            raise RuntimeError("dynamic quantized nn.Linear (torch.ao.quantization.quantize_dynamic) runs on the CPU only")
+    def fn():
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
         try:
-            from torch.ao.quantization import quantize_dynamic
-        except ImportError as e:  # pragma: no cover - depends on the torch build
-            raise RuntimeError(f"torch.ao.quantization.quantize_dynamic unavailable: {e}") from None
-        lin = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False))
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            q = quantize_dynamic(lin, {torch.nn.Linear}, dtype=torch.qint8)
-        x = randn(m, k)
+            return torch.matmul(a, b)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
+
+    if dev.type != "cuda" or kind in ("fp16", "bf16"):
+        return (lambda: torch.matmul(a, b)), ""
+    return fn, ("TF32 tensor cores" if tf32 else "TF32 off (true fp32)")
+
+
+def _int8_mm(kind: str, m: int, n: int, k: int, dev: torch.device) -> _Built:
+    cc = _cuda_cc(dev)
+    if not hasattr(torch, "_int_mm"):
+        raise RuntimeError(f"torch {torch.__version__} has no torch._int_mm")
+    if dev.type == "cuda" and cc < (7, 5):
+        raise RuntimeError(f"int8 tensor cores need compute capability ≥ 7.5 (Turing); this GPU is {cc[0]}.{cc[1]}")
+    if m <= 16 or k % 8 or n % 8:
+        raise RuntimeError("torch._int_mm needs m > 16 and k, n multiples of 8")
+    _, randint8 = _random(dev)
+    a = randint8(m, k)
+    b = randint8(n, k).t() if kind == "int8" else randint8(k, n)
+    torch._int_mm(a, b)  # raises here if the layout or device is unsupported
+    return (lambda: torch._int_mm(a, b)), ("B column-major (W.t())" if kind == "int8" else "B row-major (K, N)")
+
+
+def _fp8_mm(kind: str, m: int, n: int, k: int, dev: torch.device) -> _Built:
+    cc = _cuda_cc(dev)
+    if dev.type not in ("cuda", "cpu"):
+        raise RuntimeError(f"FP8 matrix products (torch._scaled_mm) run on NVIDIA GPUs of compute capability ≥ 8.9 (and emulated on the CPU); not on {dev.type}")
+    if dev.type == "cuda" and cc < (8, 9):
+        raise RuntimeError(f"FP8 tensor cores need compute capability ≥ 8.9 (Ada/Hopper); this GPU is {cc[0]}.{cc[1]}")
+    if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
+        raise RuntimeError(f"torch {torch.__version__} lacks float8_e4m3fn or _scaled_mm")
+    randn, _ = _random(dev)
+    a = randn(m, k).to(torch.float8_e4m3fn)
+    b = randn(n, k).to(torch.float8_e4m3fn).t()
+    one = torch.tensor(1.0, device=dev)
+    torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    note = "e4m3 × e4m3 → bf16, per-tensor scales"
+    if dev.type == "cpu":
+        note += "; emulated in software on the CPU (no FP8 arithmetic instructions used)"
+    return (lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)), note
+
+
+def _sparse24_mm(kind: str, m: int, n: int, k: int, dev: torch.device) -> _Built:
+    if dev.type != "cuda" or _cuda_cc(dev) < (8, 0):
+        raise RuntimeError("2:4 semi-structured sparsity needs an NVIDIA GPU of compute capability ≥ 8.0 (sparse tensor cores)")
+    to_sparse = getattr(torch.sparse, "to_sparse_semi_structured", None)
+    if to_sparse is None:
+        raise RuntimeError(f"torch {torch.__version__} has no torch.sparse.to_sparse_semi_structured")
+    dtype = torch.float16 if kind.endswith("fp16") else torch.bfloat16
+    randn, _ = _random(dev)
+    mask = torch.tensor([1, 1, 0, 0], dtype=torch.bool).tile(n, k // 4).to(dev)
+    w = randn(n, k, dtype=dtype) * mask
+    ws = to_sparse(w)
+    x = randn(m, k, dtype=dtype)
+    torch.nn.functional.linear(x, ws)
+    return (lambda: torch.nn.functional.linear(x, ws)), "2:4 sparse weight (N, K), F.linear; work counted as the dense 2mnk"
+
+
+def _dynamic_linear(kind: str, m: int, n: int, k: int, dev: torch.device) -> _Built:
+    if dev.type != "cpu":
+        raise RuntimeError("dynamic quantized nn.Linear (torch.ao.quantization.quantize_dynamic) runs on the CPU only")
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as e:  # pragma: no cover - depends on the torch build
+        raise RuntimeError(f"torch.ao.quantization.quantize_dynamic unavailable: {e}") from None
+    lin = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = quantize_dynamic(lin, {torch.nn.Linear}, dtype=torch.qint8)
+    randn, _ = _random(dev)
+    x = randn(m, k)
+    with torch.inference_mode():
+        q(x)
+
+    def fn():
         with torch.inference_mode():
-            q(x)
-        def fn():
-            with torch.inference_mode():
-                return q(x)
-        return fn, f"fp32 in/out, int8 weights, activations quantized per call ({torch.backends.quantized.engine})"
-    raise ValueError(f"unknown matmul kind {kind!r}; known: {', '.join(MATMUL_KINDS)}")
+            return q(x)
+    return fn, f"fp32 in/out, int8 weights, activations quantized per call ({torch.backends.quantized.engine})"
+
+
+_BUILDERS = {"fp32": _float_mm, "tf32": _float_mm, "fp16": _float_mm, "bf16": _float_mm,
+             "int8": _int8_mm, "int8-rowmajor-b": _int8_mm, "fp8": _fp8_mm,
+             "sparse24-fp16": _sparse24_mm, "sparse24-bf16": _sparse24_mm,
+             "int8-dynamic-linear": _dynamic_linear}
+
+
+def _matmul_fn(kind: str, m: int, n: int, k: int, dev: torch.device) -> _Built:
+    """Build the closure for one kind; raise RuntimeError with a reason when unsupported."""
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown matmul kind {kind!r}; known: {', '.join(MATMUL_KINDS)}")
+    return _BUILDERS[kind](kind, m, n, k, dev)
 
 
 def bench_matmul(kind: str, m: int, n: int | None = None, k: int | None = None,
