@@ -158,6 +158,7 @@ def test_match_gpu_device_names(name, key):
     assert (g.key if g else None) == key
 
 
+@pytest.mark.slow
 def test_int8_weight_only_linear_fused_and_unfused_agree():
     from vramlib.hardware.lowbit import Int8WeightOnlyLinear, fused_int8_available, quantize_linears_int8
     from vramlib.models import GPT, GPTConfig
@@ -180,6 +181,7 @@ def test_int8_weight_only_linear_fused_and_unfused_agree():
         Int8WeightOnlyLinear(torch.nn.Conv1d(2, 2, 1))
 
 
+@pytest.mark.slow
 def test_runtime_memory_weights_exact_and_activations_unchanged():
     from vramlib.measure.runtime import runtime_memory
     from vramlib.models import GPT, GPTConfig

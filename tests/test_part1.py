@@ -176,6 +176,7 @@ def test_kv_cache_bytes():
     dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, d_model=768),        # GPT-2 small
     dict(vocab_size=50304, block_size=2048, n_layer=12, n_head=12, d_model=768, n_kv_head=4),
 ])
+@pytest.mark.slow
 def test_kv_cache_bytes_matches_the_allocated_cache(kw):
     """The estimator's kv_cache_bytes is what KVCache.allocate really allocates."""
     cfg = GPTConfig(**kw)
@@ -188,6 +189,7 @@ def test_kv_cache_bytes_matches_the_allocated_cache(kw):
 
 
 # -- distributed -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_fsdp_demo_shards_state():
     from vramlib.measure.distributed import run_fsdp_demo
 
@@ -201,6 +203,7 @@ def test_fsdp_demo_shards_state():
 
 
 # -- budget ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_budget_tracker_and_largest_batch():
     from vramlib.measure.budget import largest_batch, try_step
 
