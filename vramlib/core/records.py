@@ -159,12 +159,14 @@ def load_records(prefix: str = "", kind: str | None = None) -> list[Record]:
     return [r for r in recs if kind is None or r.provenance.kind == kind]
 
 
-def provenance_line(record: Record | None) -> str:
-    """One line naming where and when a record was made, or ``"no recorded GPU run yet"``.
-    Defined in Part I, "Anatomy of memory"."""
+def provenance_line(record: Record | None, short: bool = False) -> str:
+    """One line naming where and when a record was made, or ``"no recorded GPU run yet"``;
+    ``short``: device, torch, driver and day only.  Defined in Part I, "Anatomy of memory"."""
     if record is None:
         return "no recorded GPU run yet"
     p = record.provenance
+    if short:
+        return f"{p.device}, torch {p.torch}, driver {p.driver or '?'}, {p.date[:10]}"
     return (f"recorded on {p.device} (driver {p.driver or '?'}, torch {p.torch or '?'}, "
             f"CUDA {p.cuda or '?'}) on {p.date}")
 
