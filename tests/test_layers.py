@@ -154,3 +154,15 @@ def test_cli_does_not_import_torch(argv):
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
+
+
+def test_measure_is_the_layer_and_measure_measure_the_function():
+    import types
+
+    import vramlib
+    import vramlib.measure
+
+    assert isinstance(vramlib.measure, types.ModuleType)
+    assert vramlib.measure is vramlib.__getattr__("measure")
+    assert callable(vramlib.measure.measure) and vramlib.measure.measure.__module__ == \
+        "vramlib.measure.tracker"
