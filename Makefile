@@ -16,17 +16,19 @@ NB     ?= chapters
 
 # Offline assets, from the npm registry at exact versions (official distributions; the site
 # needs no CDN to render): MathJax 3 for math, RequireJS + the Jupyter widgets HTML manager
-# for pages with static widget state.  Unpacked into _vendor (ignored by git), which _config.yml
+# for pages with static widget state, Pyodide's core (CPython in WebAssembly, no packages)
+# for the live calculator.  Unpacked into _vendor (ignored by git), which _config.yml
 # adds to html_static_path (not into _static: Jupyter Book would add every .js found there to
 # every page).
-NPM_PKGS := mathjax@3.2.2 requirejs@2.3.8 @jupyter-widgets/html-manager@1.0.15
+PYODIDE  := 314.0.7
+NPM_PKGS := mathjax@3.2.2 requirejs@2.3.8 @jupyter-widgets/html-manager@1.0.15 pyodide@$(PYODIDE)
 VENDOR   := _vendor
 APT      := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 TEX_PKGS := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
             texlive-lang-cjk texlive-lang-chinese xindy latexmk fonts-noto-cjk fonts-freefont-otf lmodern poppler-utils
 
 .PHONY: book test unit nbval execute lab lock clean venv assets status linkcheck browser-test \
-        pdf cheatsheet tex chromium
+        pdf cheatsheet tex chromium calculator repository
 
 venv: $(STAMP)
 
@@ -37,7 +39,7 @@ $(STAMP): requirements/book.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-book: $(STAMP) assets status
+book: $(STAMP) assets status calculator repository
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 assets: $(VENDOR)/.installed
@@ -52,10 +54,25 @@ $(VENDOR)/.installed: Makefile
 	tar xzf build/npm/jupyter-widgets-html-manager-*.tgz -C build/npm
 	mkdir -p $(VENDOR)/html-manager && cp build/npm/package/dist/embed-amd.js build/npm/package/dist/*.woff* \
 	   build/npm/package/dist/*.ttf build/npm/package/dist/*.eot build/npm/package/dist/*.svg $(VENDOR)/html-manager/
+	rm -rf build/npm/package && tar xzf build/npm/pyodide-$(PYODIDE).tgz -C build/npm
+	mkdir -p $(VENDOR)/pyodide && cd build/npm/package && cp pyodide.js pyodide.asm.mjs pyodide.asm.wasm \
+	   python_stdlib.zip pyodide-lock.json package.json $(CURDIR)/$(VENDOR)/pyodide/
 	touch $@
+
+# The live calculator (chapters/part1-stage-memory/live-calculator.md): vramlib.estimate as a
+# wheel for Pyodide (build/site-static, served as _static/calculator/), and the static fit
+# table that the PDF prints in its place (build/calculator/fit-table.md).  From this checkout.
+calculator: $(STAMP)
+	$(BIN)/python scripts/build_calculator_wheel.py build/site-static
+	$(BIN)/python scripts/calculator_fit_table.py build/calculator/fit-table.md
 
 status: $(STAMP)
 	$(BIN)/python scripts/book_status.py
+
+# The repository URL (_config.yml repository.url, the one setting): fails on a placeholder, or
+# when a notebook's Colab set-up cell does not match it (`python scripts/colab_setup.py --all`).
+repository: $(STAMP)
+	$(BIN)/python scripts/colab_setup.py --check
 
 linkcheck: $(STAMP)
 	$(BIN)/python scripts/check_links.py _build/html
@@ -72,7 +89,7 @@ tex:
 	  && fc-list | grep -q "Noto Sans CJK" && kpsewhich xeCJK.sty ctexhook.sty >/dev/null || \
 	  { apt-get update -q && $(APT) $(TEX_PKGS); }
 
-pdf: $(STAMP) assets status tex
+pdf: $(STAMP) assets status calculator repository tex
 	rm -rf _build/latex
 	$(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going
 	@ls -l _build/latex/book.pdf
@@ -82,8 +99,15 @@ cheatsheet: tex
 	cd handouts && latexmk -xelatex -interaction=nonstopmode -halt-on-error -outdir=../_build/handouts cheatsheet.tex
 	@ls -l _build/handouts/cheatsheet.pdf
 
+# nbval runs twice: with the CPU's own kernels, then with ATen, MKL and oneDNN held to their
+# oldest x86 code paths, which round differently from AVX2 and AVX-512 alike; an output that
+# depends on the CPU's vector width fails one of the two (Chapter 0, "How the book prints
+# numbers").  The variables are ignored where they do not apply (Arm).
+LOW_ISA := ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41
+
 test: $(STAMP)
 	$(BIN)/python -m pytest tests chapters --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -v
+	$(LOW_ISA) $(BIN)/python -m pytest chapters --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -q
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q

@@ -1,22 +1,48 @@
-"""Re-execute notebooks in place, top to bottom in a fresh kernel, and print each one's time.
+"""Execute notebooks top to bottom in a fresh kernel, print each one's time against the book's
+budget, and either write the outputs back (the default) or record how each chapter ran.
 
-Usage: python scripts/execute_notebooks.py [PATH ...]   (files or folders; default: chapters)
-This is how committed outputs are made: what nbval then re-checks in CI.
-Each notebook also records how and where it ran in its metadata (``vramlib.execution``:
-date, seconds, device, torch, Python, vramlib); the appendix page "Execution status"
-(scripts/book_status.py) tabulates it.
+Usage:
+  python scripts/execute_notebooks.py [PATH ...]            re-execute in place (make execute)
+  python scripts/execute_notebooks.py --record OUT.json     run every notebook of _toc.yml on
+                                                            this machine's device, leave the
+                                                            notebooks untouched, and write one
+                                                            record per chapter (status, seconds,
+                                                            peak device memory) with provenance
+The default mode is how committed outputs are made: what nbval then re-checks in CI.  Each
+notebook also records how and where it ran in its metadata (``vramlib.execution``: date,
+seconds, device, torch, Python, vramlib); the appendix page "Execution status"
+(scripts/book_status.py) tabulates it.  ``--record`` is how the book shows that every chapter
+runs unchanged on a GPU (benchmarks/results/gpu_execution.json; run it on a CUDA machine).
+
+Budgets (Developers' guide): each chapter <= 60 s, on 2 CPU cores and on one H100; the whole
+book <= 5 min on the CPU and <= 10 min on the GPU.  Times over budget are marked "OVER".
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import datetime
+import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTER_BUDGET_S = 60.0
+BOOK_BUDGET_S = {"cpu": 300.0, "cuda": 600.0}
+
+# Appended to the copy a --record run executes: the kernel's peak device memory, as JSON.
+_PEAK_CELL = """import json as _j, torch as _t
+_p = {"peak_allocated": 0, "peak_reserved": 0}
+if _t.cuda.is_available():
+    _p = {"peak_allocated": int(_t.cuda.max_memory_allocated()),
+          "peak_reserved": int(_t.cuda.max_memory_reserved())}
+print("VRAMLIB-PEAK" + _j.dumps(_p))"""
 
 
 def notebooks(paths: list[str]) -> list[Path]:
@@ -31,6 +57,15 @@ def notebooks(paths: list[str]) -> list[Path]:
     return out
 
 
+def toc_notebooks() -> list[Path]:
+    """The notebooks of _toc.yml, in reading order."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from book_status import toc_files
+
+    return [ROOT / (d + ".ipynb") for d in toc_files(ROOT / "_toc.yml")
+            if (ROOT / (d + ".ipynb")).exists()]
+
+
 def provenance() -> dict:
     """How and where notebooks are being executed: the kernel runs in this same environment."""
     import torch
@@ -42,23 +77,95 @@ def provenance() -> dict:
             "device": vramlib.describe_device(), "platform": platform.platform()}
 
 
-def main(argv: list[str]) -> int:
+def budget_mark(seconds: float, budget: float = CHAPTER_BUDGET_S) -> str:
+    return "ok  " if seconds <= budget else "OVER"
+
+
+def run(nb: nbformat.NotebookNode, path: Path, timeout: int = 600) -> float:
+    """Execute ``nb`` in a fresh kernel with the notebook's folder as working directory
+    (``timeout``: seconds per cell)."""
+    t0 = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    return time.perf_counter() - t0
+
+
+def execute_in_place(paths: list[Path]) -> int:
     total = 0.0
     prov = provenance()
-    for path in notebooks(argv):
+    for path in paths:
         nb = nbformat.read(path, as_version=4)
-        t0 = time.perf_counter()
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-        dt = time.perf_counter() - t0
+        dt = run(nb, path)
         total += dt
         nb.metadata.setdefault("vramlib", {})["execution"] = {
             **prov, "seconds": round(dt, 1),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         nbformat.write(nb, path)
-        print(f"{dt:7.1f} s  {path}", flush=True)
+        print(f"{dt:7.1f} s  {budget_mark(dt)}  {path}", flush=True)
     print(f"{total:7.1f} s  total")
     return 0
+
+
+def _write(out: Path, chapters: dict, total: float, kind: str) -> None:
+    from vramlib.core.records import write_record
+
+    try:
+        import transformers
+        tf_version = transformers.__version__
+    except ImportError:
+        tf_version = None
+    write_record(out, {"chapters": chapters, "total_seconds": round(total, 1)},
+                 {"chapter_budget_s": CHAPTER_BUDGET_S, "book_budget_s": BOOK_BUDGET_S[kind],
+                  "transformers": tf_version, "how": "scripts/execute_notebooks.py --record"})
+
+
+def record_execution(out: Path, paths: list[Path]) -> int:
+    """Run each notebook on a copy (outputs not written back) and record how it went."""
+    import torch
+
+    kind = "cuda" if torch.cuda.is_available() else "cpu"
+    chapters, total = {}, 0.0
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell(_PEAK_CELL))
+        rel = path.relative_to(ROOT).as_posix()
+        t0 = time.perf_counter()
+        try:
+            run(nb, path, timeout=300)
+            status, error = "ok", None
+        except CellExecutionError as exc:  # the chapter's own error, kept for the record
+            status, error = "error", str(exc).strip().splitlines()[-1][:300]
+        except TimeoutError as exc:
+            status, error = "timeout", str(exc)[:300]
+        dt = time.perf_counter() - t0
+        total += dt
+        peak = {}
+        for o in nb.cells[-1].get("outputs", []):
+            text = o.get("text", "")
+            if "VRAMLIB-PEAK" in text:
+                peak = json.loads(text.split("VRAMLIB-PEAK", 1)[1])
+        chapters[rel] = {"status": status, "seconds": round(dt, 1), **peak,
+                         **({"error": error} if error else {})}
+        print(f"{dt:7.1f} s  {budget_mark(dt)}  {status:5s}  {rel}", flush=True)
+        _write(out, chapters, total, kind)  # after every chapter: a cut-off run keeps its part
+    book_ok = total <= BOOK_BUDGET_S[kind]
+    print(f"{total:7.1f} s  {'ok  ' if book_ok else 'OVER'}  total "
+          f"(budget {BOOK_BUDGET_S[kind]:.0f} s on {kind})")
+    print(f"wrote {out}")
+    return 0 if all(c["status"] == "ok" for c in chapters.values()) else 1
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("paths", nargs="*", help="notebooks or folders (default: chapters/)")
+    ap.add_argument("--record", type=Path, metavar="OUT.json",
+                    help="record each chapter's run instead of writing outputs back "
+                         "(default paths: every notebook of _toc.yml)")
+    args = ap.parse_args(argv)
+    if args.record:
+        paths = notebooks(args.paths) if args.paths else toc_notebooks()
+        return record_execution(args.record, [p.resolve() for p in paths])
+    return execute_in_place(notebooks(args.paths))
 
 
 if __name__ == "__main__":

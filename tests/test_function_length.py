@@ -10,10 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 60
-# TODO(fit): vramlib/estimate/training.py (estimate_training_spec, activation_bytes_per_layer)
-# and vramlib/estimate/config.py (from_hf_config) are being split by the estimator's owner;
-# remove this exemption when that lands.
-PENDING = {"vramlib/estimate/training.py", "vramlib/estimate/config.py"}
 
 
 def lengths(path: Path) -> list[tuple[int, str]]:
@@ -27,8 +23,6 @@ FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "vramlib").rglob(
 
 @pytest.mark.parametrize("rel", FILES)
 def test_no_function_over_60_lines(rel):
-    if rel in PENDING:
-        pytest.xfail(f"TODO(fit): {rel} is being split by the estimator's owner")
     long = [f"{name} ({n} lines)" for n, name in lengths(ROOT / rel) if n > LIMIT]
     assert not long, f"{rel}: split {', '.join(long)} (limit {LIMIT} lines)"
 

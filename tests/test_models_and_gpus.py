@@ -38,7 +38,7 @@ def test_bad_config_is_a_value_error(kw):
 
 def test_gpu_catalog_lookup():
     h100 = get_gpu("H100")
-    assert h100.memory_bytes == 80 * 10**9 and h100.supports("fp8")
+    assert h100.memory_bytes == 85_017_493_504 and h100.memory_kind == "device-reported" and h100.supports("fp8")
     assert match_gpu("NVIDIA H100 80GB HBM3").key == "h100-sxm"
     assert all(g.sources for g in gpu_catalog().values())
     with pytest.raises(ValueError, match="known"):

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 from book_status import toc_files  # noqa: E402
-from colab_setup import SETUP_SOURCE, is_setup_cell  # noqa: E402
+from colab_setup import current_source, is_setup_cell, repository_url  # noqa: E402
 
 TOC_DOCS = toc_files(ROOT / "_toc.yml")
 TOC_NOTEBOOKS = sorted(d + ".ipynb" for d in TOC_DOCS if (ROOT / (d + ".ipynb")).exists())
@@ -44,8 +44,9 @@ def test_first_code_cell_is_colab_setup(path: str) -> None:
     nb = nbformat.read(ROOT / path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and is_setup_cell(code[0]), (
-        f"{path}: the first code cell must start with the set-up cell\n{SETUP_SOURCE}\n"
-        f"run `python scripts/colab_setup.py {path}` then `make execute NB={path}`")
+        f"{path}: the first code cell must be the set-up cell: run `python scripts/colab_setup.py {path}`")
+    assert code[0].source == current_source(code[0], repository_url()), (
+        f"{path}: the set-up cell does not match repository.url: run `python scripts/colab_setup.py --all`")
     assert not code[0].get("outputs"), f"{path}: the set-up cell must print nothing outside Colab"
 
 
@@ -60,13 +61,33 @@ def test_committed_with_outputs_and_no_errors(path: str) -> None:
     assert not errors, f"{path} has error outputs {errors}"
 
 
-def test_setup_cell_installs_from_the_configured_repository() -> None:
-    import yaml
+def test_repository_url_is_real_or_empty() -> None:
+    from colab_setup import url_problem
 
-    from colab_setup import REPO_URL
+    repository_url()  # raises, naming the fix, on a placeholder
+    assert url_problem("") is None and url_problem("https://github.com/vramlib-dev/gpu-memory-book") is None
+    for bad in ("https://github.com/REPLACE-ME/gpu-memory-book", "https://github.com/<owner>/<repo>",
+                "https://gitlab.com/a/b", "github.com/a/b", 42):
+        assert url_problem(bad), bad
 
-    url = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))["repository"]["url"]
-    assert url.rstrip("/") == REPO_URL, "scripts/colab_setup.py REPO_URL must equal _config.yml repository.url"
+
+def test_colab_setup_replaces_an_outdated_cell_in_place(tmp_path: Path) -> None:
+    import nbformat
+
+    from colab_setup import ensure, setup_source
+
+    old = setup_source("https://github.com/REPLACE-ME/gpu-memory-book", ' "scikit-learn>=1.3"')
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell(old),
+                                         nbformat.v4.new_code_cell("x = 1")])
+    p = tmp_path / "t.ipynb"
+    nbformat.write(nb, p)
+    url = "https://github.com/vramlib-dev/gpu-memory-book"
+    assert ensure(p, url) and not ensure(p, url)
+    code = [c for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"]
+    assert [c.source for c in code] == [setup_source(url, ' "scikit-learn>=1.3"'), "x = 1"]
+    assert ensure(p, "")
+    code = [c for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"]
+    assert len(code) == 2 and code[0].source == setup_source("") and "git+" not in code[0].source
 
 
 def test_status_table_lists_every_notebook(tmp_path: Path) -> None:
@@ -78,15 +99,16 @@ def test_status_table_lists_every_notebook(tmp_path: Path) -> None:
     assert "## Recorded GPU results" in text
 
 
-def test_setup_cell_installs_only_on_colab_without_vramlib(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("url", ["", "https://github.com/vramlib-dev/gpu-memory-book"])
+def test_setup_cell_installs_only_on_colab_without_vramlib(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     import importlib.util
     import types
 
     from IPython.core.inputtransformer2 import TransformerManager
 
-    from colab_setup import REPO_URL
+    from colab_setup import setup_source
 
-    code = TransformerManager().transform_cell(SETUP_SOURCE)
+    code = TransformerManager().transform_cell(setup_source(url))
     calls: list[tuple[str, str]] = []
     shell = types.SimpleNamespace(run_line_magic=lambda name, line: calls.append((name, line)))
 
@@ -101,4 +123,9 @@ def test_setup_cell_installs_only_on_colab_without_vramlib(monkeypatch: pytest.M
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "vramlib" else real_find_spec(name, *a))
-    assert run() == [("pip", f'install -q "vramlib @ git+{REPO_URL}"')]
+    if url:
+        assert run() == [("pip", f'install -q "vramlib @ git+{url}"')]
+    else:  # no repository configured: nothing is installed from anywhere, and it says why
+        with pytest.raises(ModuleNotFoundError, match="names no repository"):
+            run()
+        assert calls == []

@@ -305,7 +305,7 @@ def _gpt_training(optimizer: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adam", "sgd-momentum"])
 def test_simulator_agrees_with_torch_memtracker(optimizer):
-    """vramlib.simulate and torch.distributed._tools.mem_tracker.MemTracker on a CPU training
+    """vramlib.measure.simulate and torch.distributed._tools.mem_tracker.MemTracker on a CPU training
     step of the book's GPT: the same peak to the byte, and the same weights and optimizer
     states; activations and temporaries together the same (the two split a few bytes of
     autograd's bookkeeping differently)."""

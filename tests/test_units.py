@@ -35,3 +35,24 @@ def test_fmt_bytes_rejects_unknown_unit_and_non_numbers():
         fmt_bytes(1, unit="furlongs")
     with pytest.raises(TypeError):
         fmt_bytes("12")
+
+
+def test_fmt_num_precision_sign_and_percent():
+    from vramlib.core.units import fmt_num
+    assert fmt_num(3.79486) == "3.79"
+    assert fmt_num(0.1234, 1, pct=True) == "12.3%"
+    assert fmt_num(0.159, 0, pct=True, signed=True) == "+16%"
+    assert fmt_num(-0.3, 1, pct=True, signed=True) == "-30.0%"
+    assert fmt_num(-1e-6, 2) == "0.00" and fmt_num(-1e-6, 2, signed=True) == "±0.00"
+
+
+def test_fmt_num_rejects_bad_input():
+    import pytest
+    from vramlib.core.units import fmt_num
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            fmt_num(bad)
+    with pytest.raises(TypeError, match="number"):
+        fmt_num("3.7")
+    with pytest.raises(ValueError, match="digits"):
+        fmt_num(1.0, -1)

@@ -9,7 +9,8 @@ CLI answers at once.  The names below load their module on first use.
 The package is cut in layers, each importing only the layers above it in this list
 (``tests/test_layers.py`` checks it)::
 
-    core      units, dtypes + component vocabulary, device, records, repro, style, scale
+    core      units, component vocabulary, device, records, repro, style, scale, report,
+              surgery
     hardware  gpus (catalogue), timing, bench, lowbit
     estimate  pure arithmetic on configs (no torch)
     models    nanogpt, zoo
@@ -38,6 +39,8 @@ _EXPORTS: dict[str, str] = {
     "GB": ".core.units", "GiB": ".core.units", "KB": ".core.units", "KiB": ".core.units",
     "MB": ".core.units", "MiB": ".core.units", "fmt_bytes": ".core.units",
     "parse_bytes": ".core.units", "to_gb": ".core.units", "to_gib": ".core.units",
+    "fmt_num": ".core.units", "table": ".core.report", "glue": ".core.report",
+    "target": ".core.report",
     "MemoryReport": ".measure.tracker", "StorageTracker": ".measure.tracker",
     "track_memory": ".measure.tracker", "warm_up": ".measure.tracker",
     "tensor_bytes": ".measure.tracker", "param_bytes": ".measure.tracker",

@@ -1,7 +1,7 @@
 """Command-line entry point: ``python -m vramlib`` or ``vramlib``.
 
 Defined in Chapter 0, "Which device am I on?" (the ``device`` command) and Part I,
-"The calculator" (the ``estimate`` and ``models`` commands).
+"The calculator" (the ``estimate``, ``fit`` and ``models`` commands).
 """
 
 from __future__ import annotations
@@ -33,23 +33,29 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_estimate(args: argparse.Namespace) -> int:
-    from .estimate import RESERVE_FRACTION, estimate_inference, estimate_training
+def _train_kwargs(args: argparse.Namespace) -> dict:
+    return dict(num_gpus=args.gpus, zero=args.zero, tp=args.tp, pp=args.pp, weights_dtype=args.dtype,
+                autocast=args.autocast, master_weights=args.master_weights, optimizer=args.optimizer,
+                grad_accum=args.grad_accum, checkpointing=args.checkpointing, attention=args.attention,
+                trainable=args.trainable, last_k=args.last_k, lora_rank=args.lora_rank,
+                lora_targets=args.lora_targets, qlora_recipe=args.qlora_recipe, keep_logits=args.keep_logits,
+                device=args.device)
 
-    reserve = RESERVE_FRACTION if args.reserve is None else args.reserve
-    common = dict(reserve_fraction=reserve, device=args.device)
+
+def _infer_kwargs(args: argparse.Namespace) -> dict:
+    return dict(new_tokens=args.new_tokens, tp=args.tp, pp=args.pp, weights=args.weights, group_size=args.group_size,
+                kv_dtype=args.kv_dtype, cache=args.cache, full_logits=args.full_logits, attention=args.attention,
+                device=args.device)
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from .estimate import estimate_inference, estimate_training
+
+    reserve = args.reserve
     if args.stage == "train":
-        trainable = args.trainable
-        b = estimate_training(args.model, args.batch, args.seq, num_gpus=args.gpus, zero=args.zero, tp=args.tp,
-                              pp=args.pp, weights_dtype=args.dtype, autocast=args.autocast,
-                              master_weights=args.master_weights, optimizer=args.optimizer,
-                              grad_accum=args.grad_accum, checkpointing=args.checkpointing, attention=args.attention,
-                              trainable=trainable, last_k=args.last_k, lora_rank=args.lora_rank,
-                              lora_targets=args.lora_targets, keep_logits=args.keep_logits, **common)
+        b = estimate_training(args.model, args.batch, args.seq, reserve_fraction=reserve, **_train_kwargs(args))
     else:
-        b = estimate_inference(args.model, args.batch, args.prompt, args.new_tokens, tp=args.tp, pp=args.pp,
-                               weights=args.weights, group_size=args.group_size, kv_dtype=args.kv_dtype,
-                               cache=args.cache, full_logits=args.full_logits, attention=args.attention, **common)
+        b = estimate_inference(args.model, args.batch, args.prompt, reserve_fraction=reserve, **_infer_kwargs(args))
     if args.json:
         print(json.dumps(b.to_dict(), indent=2))
     else:
@@ -60,26 +66,31 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vramlib", description="GPU memory tools of the executable book.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    d = sub.add_parser("device", help="describe the device the book's experiments would run on")
-    d.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
-    d.add_argument("--json", action="store_true", help="print the facts as JSON")
-    d.set_defaults(func=_cmd_device)
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .estimate import fit
 
-    m = sub.add_parser("models", help="list the bundled model configs")
-    m.add_argument("--json", action="store_true")
-    m.set_defaults(func=_cmd_models)
+    if args.stage == "train":
+        kw = dict(_train_kwargs(args), seq_len=args.seq, batch=args.batch)
+    else:
+        kw = dict(_infer_kwargs(args), batch=args.batch)
+        if args.what == "batch":
+            kw["prompt_len"] = args.prompt
+    ans = fit(args.model, args.gpu, stage=args.stage, what=args.what, **kw)
+    if args.json:
+        print(json.dumps(dict(what=ans.what, value=ans.value, needed=ans.needed, capacity=ans.capacity,
+                              margin=ans.margin, next_needed=ans.next_needed), indent=2))
+    else:
+        print(f"{args.model} · {args.stage} on {args.gpu}: {ans.line()}")
+    return 0
 
+
+def _scenario_flags(e: argparse.ArgumentParser) -> None:
+    """The scenario flags shared by ``estimate`` and ``fit``."""
     from .estimate.inference import WEIGHT_FORMATS
-    from .estimate.training import ATTENTION, CHECKPOINTING, OPTIMIZERS
+    from .estimate.training import ATTENTION, CHECKPOINTING, OPTIMIZERS, QLORA_RECIPES
 
-    e = sub.add_parser("estimate", help="estimate the peak memory of training or generation",
-                       description="Per-GPU peak memory, component by component (Part I, 'The calculator').")
     e.add_argument("model", help="bundled name (see `vramlib models`) or path to a config.json")
     e.add_argument("--stage", choices=("train", "inference"), default="train")
-    e.add_argument("--batch", type=int, default=1)
     e.add_argument("--seq", type=int, default=2048, help="training sequence length")
     e.add_argument("--prompt", type=int, default=512, help="inference prompt length")
     e.add_argument("--new-tokens", type=int, default=128)
@@ -94,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--last-k", type=int, default=1)
     e.add_argument("--lora-rank", type=int, default=16)
     e.add_argument("--lora-targets", default="all-linear", help="all-linear, attn, or e.g. q,k,v,o")
+    e.add_argument("--qlora-recipe", choices=QLORA_RECIPES, default="peft",
+                   help="peft: prepare_model_for_kbit_training (fp32 upcast, the usual recipe); bf16: bf16 compute")
     e.add_argument("--keep-logits", action="store_true")
     e.add_argument("--weights", choices=WEIGHT_FORMATS, default="bf16", help="inference weights format")
     e.add_argument("--group-size", type=int, default=64)
@@ -105,11 +118,40 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tp", type=int, default=1)
     e.add_argument("--pp", type=int, default=1)
     e.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    e.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vramlib", description="GPU memory tools of the executable book.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    d = sub.add_parser("device", help="describe the device the book's experiments would run on")
+    d.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
+    d.add_argument("--json", action="store_true", help="print the facts as JSON")
+    d.set_defaults(func=_cmd_device)
+
+    m = sub.add_parser("models", help="list the bundled model configs")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_cmd_models)
+
+    e = sub.add_parser("estimate", help="estimate the peak memory of training or generation",
+                       description="Per-GPU peak memory, component by component (Part I, 'The calculator').")
+    _scenario_flags(e)
+    e.add_argument("--batch", type=int, default=1)
     e.add_argument("--reserve", type=float, default=None,
-                   help="allocator reserve as a fraction of the peak (default: the measured median, 0.094)")
+                   help="allocator reserve as a fraction of the peak (default: modelled at the limit, "
+                        "vramlib.estimate.reserve; 0.094 is the median far from it)")
     e.add_argument("--gpu", default=None, help="also say whether it fits this GPU (e.g. h100-sxm)")
-    e.add_argument("--json", action="store_true", help="print every component as JSON")
     e.set_defaults(func=_cmd_estimate)
+
+    f = sub.add_parser("fit", help="largest batch or context that fits a GPU, with the margin",
+                       description="Will it fit? The largest batch (or context) on a GPU that is never "
+                                   "above the true one (Part I, 'The calculator').")
+    _scenario_flags(f)
+    f.add_argument("--gpu", required=True, help="catalogue key or name (see vramlib.hardware.gpus), e.g. h100-sxm, 'RTX 4090'")
+    f.add_argument("--what", choices=("batch", "context"), default="batch",
+                   help="batch: at --seq (train) or --prompt (inference); context: at --batch")
+    f.add_argument("--batch", type=int, default=1, help="batch size when solving for the context")
+    f.set_defaults(func=_cmd_fit)
     return p
 
 
@@ -123,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, TypeError) as e:
         print(f"vramlib: error: {e}", file=sys.stderr)
+        return 2
+    except (OverflowError, RecursionError) as e:    # inputs far outside any real model
+        print(f"vramlib: error: an input is too large or too deeply nested ({type(e).__name__}); "
+              "check the numbers and the config file", file=sys.stderr)
         return 2
 
 

@@ -34,11 +34,13 @@ def _check_weight(w: torch.Tensor) -> torch.Tensor:
 
 
 def spectrum(weight: torch.Tensor) -> torch.Tensor:
-    """Singular values of a 2-D weight, largest first (``torch.linalg.svdvals``).
+    """Singular values of a 2-D weight, largest first (``torch.linalg.svdvals``), as an fp32
+    tensor on the CPU whatever the weight's device: a spectrum is a short vector that
+    chapters plot and tabulate (matplotlib cannot read a CUDA tensor).
 
     Defined in Part II, "Low-rank factorization", section "Spectra of trained weights".
     """
-    return torch.linalg.svdvals(_check_weight(weight))
+    return torch.linalg.svdvals(_check_weight(weight).float()).cpu()
 
 
 def energy(S: torch.Tensor) -> torch.Tensor:

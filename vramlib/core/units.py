@@ -48,6 +48,33 @@ def fmt_bytes(n: float, unit: str = "auto", binary: bool = True, digits: int = 2
     return f"{n / _UNITS[key]:.{digits}f} {unit}"
 
 
+def fmt_num(x: float, digits: int = 2, *, pct: bool = False, signed: bool = False) -> str:
+    """Format a measured number at the precision its lesson needs: ``digits`` decimals
+    (of the percentage when ``pct``: ``fmt_num(0.1234, 1, pct=True) == '12.3%'``), with a
+    sign when ``signed``.  The book prints every measured number through this function (and
+    bytes through :func:`fmt_bytes`), at a precision coarse enough that the float noise
+    between CPUs (AVX2 vs AVX-512 vs scalar kernels) does not reach the printed digits;
+    a check cell then asserts the lesson within a stated tolerance.  ``-0.0`` prints as
+    ``0.0`` (``±0.0`` when ``signed``).  Defined in Chapter 0, "How the book prints numbers".
+    """
+    if isinstance(x, (bool, str, bytes)):
+        raise TypeError(f"fmt_num expects a number, got {type(x).__name__}: {x!r}")
+    if not isinstance(x, (int, float)):
+        try:
+            x = float(x)  # numpy scalars, 0-d tensors
+        except (TypeError, ValueError):
+            raise TypeError(f"fmt_num expects a number, got {type(x).__name__}: {x!r}") from None
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError(f"fmt_num expects a finite number, got {x!r}")
+    if digits < 0:
+        raise ValueError(f"digits must be >= 0, got {digits}")
+    value = 100.0 * x if pct else float(x)
+    text = f"{value:{'+' if signed else ''}.{digits}f}"
+    if float(text) == 0.0:  # no "-0.00" or "+-0.0": a rounded zero has no sign
+        text = ("±" if signed else "") + f"{0.0:.{digits}f}"
+    return text + ("%" if pct else "")
+
+
 def to_gib(n: float) -> float:
     """Bytes → GiB (2³⁰ bytes). Defined in Chapter 0, "Bytes, GB and GiB"."""
     _check_bytes(n)

@@ -30,9 +30,22 @@ def choice(value: Any, what: str, allowed: Iterable[str]) -> str:
     return s
 
 
+#: Largest size any count may take (2⁴⁰ tokens, layers, widths...): far above every real run,
+#: and small enough that products of sizes stay finite floats (no overflow, no NaN bytes).
+MAX_SIZE = 1 << 40
+
+
+def short(value: Any) -> str:
+    """``repr`` of a value, shortened when it is a huge number (for error messages)."""
+    r = repr(value)
+    return r if len(r) <= 24 else f"{r[:12]}… ({len(r)} characters)"
+
+
 def pos_int(value: Any, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{what} must be an integer ≥ {minimum}; got {value!r}")
+        raise ValueError(f"{what} must be an integer ≥ {minimum}; got {short(value)}")
+    if value > MAX_SIZE:
+        raise ValueError(f"{what} = {short(value)} is too large (at most 2**40)")
     return value
 
 

@@ -20,7 +20,6 @@ from ..core.vocab import COMPONENTS, OVERHEADS  # the one component vocabulary
 __all__ = ["Breakdown", "COMPONENTS", "OVERHEADS"]
 
 
-
 @dataclass
 class Breakdown:
     """Bytes per component at the peak, plus framework overhead.
@@ -29,7 +28,9 @@ class Breakdown:
     ``overhead`` maps :data:`OVERHEADS` to bytes outside the tensor accounting;
     ``peak_phase`` names when the peak happens (e.g. ``"backward (loss)"``, ``"prefill"``);
     ``phases`` holds the live tensor bytes at the start of every phase the estimator
-    considered; ``scenario`` the inputs.
+    considered; ``scenario`` the inputs; ``largest`` the biggest single tensor allocated at
+    any point (what the allocator's reserve at the limit scales with,
+    :mod:`vramlib.estimate.reserve`).
 
     Defined in Part I, "The calculator".
     """
@@ -40,8 +41,12 @@ class Breakdown:
     overhead: dict[str, int] = field(default_factory=dict)
     scenario: dict[str, Any] = field(default_factory=dict)
     stage: str = "train"
+    largest: int = 0
 
     def __post_init__(self) -> None:
+        for k, v in {**self.components, **self.overhead, "largest": self.largest}.items():
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{k} must be a byte count ≥ 0; got {v!r} (an estimator bug: please report it)")
         for k in self.components:
             if k not in COMPONENTS:
                 raise ValueError(f"unknown component {k!r}; allowed: {COMPONENTS}")
@@ -68,23 +73,24 @@ class Breakdown:
         return self.peak + sum(self.overhead.values())
 
     def fits(self, gpu: Any, headroom: float = 0.0) -> bool:
-        """Whether ``total_reserved`` fits the memory of ``gpu`` (a key like ``"h100-sxm"``, a
-        name, or a :class:`vramlib.hardware.gpus.GPU`), leaving ``headroom`` (a fraction) free.
-        Multi-GPU estimates are per GPU already.
+        """Whether ``total_reserved`` plus the estimator's margin fits the usable memory of ``gpu`` (a key like
+        ``"h100-sxm"``, a name, a :class:`vramlib.hardware.gpus.GPU`, or a capacity in bytes), leaving
+        ``headroom`` (a fraction) free.  Multi-GPU estimates are per GPU already.  For the
+        largest batch that safely fits, use :func:`vramlib.estimate.fit`.
 
         Defined in Part I, "The calculator"."""
-        from ..hardware.gpus import get_gpu
+        from .reserve import estimate_margin
+        from .solve import capacity_bytes
 
-        if not 0.0 <= headroom < 1.0:
+        if not isinstance(headroom, (int, float)) or not 0.0 <= headroom < 1.0:
             raise ValueError(f"headroom must be a fraction in [0, 1), got {headroom!r}")
-        g = get_gpu(gpu)
-        return self.total_reserved <= g.memory_bytes * (1.0 - headroom)
+        return self.total_reserved + estimate_margin(self) <= capacity_bytes(gpu) * (1.0 - headroom)
 
     def to_dict(self) -> dict[str, Any]:
         """Every component, the overhead, peak, phase and scenario as plain JSON types."""
         return {"stage": self.stage, "components": dict(self.components), "overhead": dict(self.overhead),
                 "peak": self.peak, "total_reserved": self.total_reserved, "peak_phase": self.peak_phase,
-                "phases": dict(self.phases), "scenario": dict(self.scenario)}
+                "phases": dict(self.phases), "scenario": dict(self.scenario), "largest": self.largest}
 
     def table(self, unit: str | None = None) -> str:
         """A plain-text table: one line per component with bytes and share of the peak."""

@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from ._common import MAX_SIZE, short
+
 __all__ = ["ModelSpec", "FAMILIES", "load_model_config", "list_models", "from_hf_config",
            "dense_transformer"]
 
@@ -77,8 +79,8 @@ class ModelSpec:
                   "intermediate_size", "norms_per_layer", "max_position_embeddings", "num_experts",
                   "experts_per_token"):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"model {self.name!r}: {f} must be a positive integer, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v > MAX_SIZE:
+                raise ValueError(f"model {self.name!r}: {f} must be a positive integer ≤ 2**40, got {short(v)}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"model {self.name!r}: num_heads ({self.num_heads}) must be a multiple of "
                              f"num_key_value_heads ({self.num_kv_heads})")
@@ -125,7 +127,9 @@ def _int(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
         if k in cfg and cfg[k] is not None:
             v = cfg[k]
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"config field {k!r} must be a positive integer; got {v!r}")
+                raise ValueError(f"config field {k!r} must be a positive integer; got {short(v)}")
+            if v > MAX_SIZE:
+                raise ValueError(f"config field {k!r} = {short(v)} is too large (at most 2**40); check the config")
             return v
     if default is None:
         raise ValueError(f"config lacks {keys[0]!r} (also tried {list(keys[1:])})" if len(keys) > 1
@@ -133,8 +137,87 @@ def _int(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
     return default
 
 
+def _bool(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
+    """A boolean field: JSON ``true``/``false``, or the strings ``"true"``/``"false"`` (any
+    case); anything else is an error naming the field (``"false"`` is not taken as true)."""
+    v = cfg.get(key, default)
+    if v is None:
+        return default
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return v.strip().lower() == "true"
+    raise ValueError(f"config field {key!r} must be true or false; got {short(v)}")
+
+
+def _float(cfg: Mapping[str, Any], key: str, default: float) -> float:
+    v = cfg.get(key, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+        raise ValueError(f"config field {key!r} must be a probability in [0, 1); got {short(v)}")
+    return float(v)
+
+
+def _gpt2_spec(cfg: Mapping[str, Any], name: str, src: str) -> ModelSpec:
+    d = _int(cfg, "n_embd", "hidden_size")
+    h = _int(cfg, "n_head", "num_attention_heads")
+    drop = max(_float(cfg, k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop"))
+    return ModelSpec(name=name, family="gpt2", vocab_size=_int(cfg, "vocab_size"), hidden_size=d,
+                     num_layers=_int(cfg, "n_layer", "num_hidden_layers"), num_heads=h, num_kv_heads=h,
+                     head_dim=max(1, d // h), intermediate_size=_int(cfg, "n_inner", default=4 * d), mlp="plain",
+                     activation="gelu_tanh", norm="layernorm", norm_bias=True, qkv_bias=True, o_bias=True,
+                     mlp_bias=True, fused_qkv=True, tie_embeddings=_bool(cfg, "tie_word_embeddings", True),
+                     position="learned", max_position_embeddings=_int(cfg, "n_positions", "n_ctx"),
+                     dropout=drop, source=src)
+
+
+def _common(cfg: Mapping[str, Any], name: str, src: str) -> dict[str, Any]:
+    """The fields every Llama-like family names the same way."""
+    d = _int(cfg, "hidden_size")
+    h = _int(cfg, "num_attention_heads")
+    return dict(name=name, family=cfg["model_type"], vocab_size=_int(cfg, "vocab_size"), hidden_size=d,
+                num_layers=_int(cfg, "num_hidden_layers"), num_heads=h,
+                num_kv_heads=_int(cfg, "num_key_value_heads", default=h),
+                head_dim=_int(cfg, "head_dim", default=max(1, d // h)),
+                intermediate_size=_int(cfg, "intermediate_size"),
+                max_position_embeddings=_int(cfg, "max_position_embeddings", default=2048), source=src,
+                dropout=_float(cfg, "attention_dropout", 0.0))
+
+
+def _family_fields(cfg: Mapping[str, Any], mt: str) -> dict[str, Any]:
+    """What differs by ``model_type`` (MLP kind, norms, biases, tying, window, experts)."""
+    tie = lambda default: _bool(cfg, "tie_word_embeddings", default)  # noqa: E731
+    if mt == "gpt_neox":
+        bias = _bool(cfg, "attention_bias", True)
+        return dict(mlp="plain", activation="gelu", norm="layernorm", norm_bias=True, qkv_bias=bias, o_bias=bias,
+                    mlp_bias=True, fused_qkv=True, tie_embeddings=tie(False),
+                    parallel_residual=_bool(cfg, "use_parallel_residual", True))
+    if mt == "phi3":
+        return dict(fused_qkv=True, fused_gate_up=True, tie_embeddings=tie(False),
+                    sliding_window=cfg.get("sliding_window"))
+    if mt in ("gemma", "gemma2"):
+        act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
+        bias = _bool(cfg, "attention_bias", False)
+        return dict(activation="gelu_tanh" if "tanh" in str(act) else "gelu",
+                    norms_per_layer=4 if mt == "gemma2" else 2,
+                    qkv_bias=bias, o_bias=bias, tie_embeddings=tie(True),
+                    sliding_window=cfg.get("sliding_window") if mt == "gemma2" else None)
+    if mt == "qwen2":
+        sw = cfg.get("sliding_window") if _bool(cfg, "use_sliding_window", False) else None
+        return dict(qkv_bias=True, o_bias=False, tie_embeddings=tie(False), sliding_window=sw)
+    bias = _bool(cfg, "attention_bias", False)
+    out = dict(qkv_bias=bias, o_bias=bias, mlp_bias=_bool(cfg, "mlp_bias", False), tie_embeddings=tie(False),
+               sliding_window=cfg.get("sliding_window") if mt in ("mistral", "mixtral") else None)
+    if mt == "mixtral":
+        out.update(num_experts=_int(cfg, "num_local_experts"), experts_per_token=_int(cfg, "num_experts_per_tok"))
+    return out
+
+
 def from_hf_config(cfg: Mapping[str, Any], name: str | None = None) -> ModelSpec:
     """Normalise a Hugging Face ``config.json`` dict (``model_type`` in :data:`FAMILIES`).
+    Every field is checked: sizes are positive integers up to :data:`MAX_SIZE`, booleans are
+    booleans (or ``"true"``/``"false"``); a wrong one raises ``ValueError`` naming it.
 
     Defined in Part I, "The calculator".
     """
@@ -144,57 +227,12 @@ def from_hf_config(cfg: Mapping[str, Any], name: str | None = None) -> ModelSpec
     if mt not in FAMILIES:
         raise ValueError(f"model_type {mt!r} is not supported; supported: {', '.join(FAMILIES)} "
                          "(or describe it with dense_transformer(...))")
-    name = name or cfg.get("_name") or cfg.get("_name_or_path") or mt
-    src = cfg.get("_source", "")
+    name = str(name or cfg.get("_name") or cfg.get("_name_or_path") or mt)
+    src = str(cfg.get("_source", ""))
     try:
         if mt == "gpt2":
-            d = _int(cfg, "n_embd", "hidden_size")
-            h = _int(cfg, "n_head", "num_attention_heads")
-            return ModelSpec(name=name, family=mt, vocab_size=_int(cfg, "vocab_size"), hidden_size=d,
-                             num_layers=_int(cfg, "n_layer", "num_hidden_layers"), num_heads=h, num_kv_heads=h,
-                             head_dim=max(1, d // h), intermediate_size=_int(cfg, "n_inner", default=4 * d), mlp="plain",
-                             activation="gelu_tanh", norm="layernorm", norm_bias=True, qkv_bias=True, o_bias=True,
-                             mlp_bias=True, fused_qkv=True, tie_embeddings=cfg.get("tie_word_embeddings", True),
-                             position="learned", max_position_embeddings=_int(cfg, "n_positions", "n_ctx"),
-                             dropout=float(max(cfg.get("resid_pdrop", 0.1), cfg.get("embd_pdrop", 0.1),
-                                               cfg.get("attn_pdrop", 0.1))), source=src)
-        d = _int(cfg, "hidden_size")
-        h = _int(cfg, "num_attention_heads")
-        kv = _int(cfg, "num_key_value_heads", default=h)
-        hd = _int(cfg, "head_dim", default=max(1, d // h))
-        common = dict(name=name, family=mt, vocab_size=_int(cfg, "vocab_size"), hidden_size=d,
-                      num_layers=_int(cfg, "num_hidden_layers"), num_heads=h, num_kv_heads=kv, head_dim=hd,
-                      intermediate_size=_int(cfg, "intermediate_size"),
-                      max_position_embeddings=_int(cfg, "max_position_embeddings", default=2048), source=src,
-                      dropout=float(cfg.get("attention_dropout", 0.0) or 0.0))
-        if mt == "gpt_neox":
-            return ModelSpec(**common, mlp="plain", activation="gelu", norm="layernorm", norm_bias=True,
-                             qkv_bias=cfg.get("attention_bias", True), o_bias=cfg.get("attention_bias", True),
-                             mlp_bias=True, fused_qkv=True, tie_embeddings=cfg.get("tie_word_embeddings", False),
-                             parallel_residual=cfg.get("use_parallel_residual", True))
-        if mt == "phi3":
-            return ModelSpec(**common, fused_qkv=True, fused_gate_up=True,
-                             tie_embeddings=cfg.get("tie_word_embeddings", False),
-                             sliding_window=cfg.get("sliding_window"))
-        if mt in ("gemma", "gemma2"):
-            act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
-            return ModelSpec(**common, activation="gelu_tanh" if "tanh" in act else "gelu",
-                             norms_per_layer=4 if mt == "gemma2" else 2,
-                             qkv_bias=cfg.get("attention_bias", False), o_bias=cfg.get("attention_bias", False),
-                             tie_embeddings=cfg.get("tie_word_embeddings", True),
-                             sliding_window=cfg.get("sliding_window") if mt == "gemma2" else None)
-        bias = bool(cfg.get("attention_bias", False))
-        extra: dict[str, Any] = {}
-        if mt == "qwen2":
-            extra = dict(qkv_bias=True, o_bias=False)
-            sw = cfg.get("sliding_window") if cfg.get("use_sliding_window", False) else None
-        else:
-            extra = dict(qkv_bias=bias, o_bias=bias, mlp_bias=bool(cfg.get("mlp_bias", False)))
-            sw = cfg.get("sliding_window") if mt in ("mistral", "mixtral") else None
-        if mt == "mixtral":
-            extra.update(num_experts=_int(cfg, "num_local_experts"), experts_per_token=_int(cfg, "num_experts_per_tok"))
-        return ModelSpec(**common, **extra, tie_embeddings=cfg.get("tie_word_embeddings", False),
-                         sliding_window=sw)
+            return _gpt2_spec(cfg, name, src)
+        return ModelSpec(**_common(cfg, name, src), **_family_fields(cfg, mt))
     except (TypeError, ZeroDivisionError, AttributeError) as e:  # wrong value types inside the dict
         raise ValueError(f"config for {name!r} has a field of the wrong type or value: {e}") from None
 
@@ -299,6 +337,8 @@ def _load_str(s: str) -> ModelSpec:
             cfg = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{p} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ValueError(f"{p} is nested too deeply to be a model config") from None
         return from_hf_config(cfg, name=p.parent.name if p.name == "config.json" else p.stem)
     raise ValueError(f"unknown model {s!r}: not a bundled name ({', '.join(sorted(bundled))}) "
                      "and not a path to a config.json")

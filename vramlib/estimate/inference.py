@@ -125,13 +125,38 @@ def kv_cache_bytes(spec: ModelSpec, batch: int, tokens: int, kv_dtype: str = "bf
     return kv_bytes(spec.num_layers, batch, t, spec.kv_dim, b)
 
 
+def _prefill_layer_bytes(spec: ModelSpec, sc: InferenceScenario, c: int, cache_len: int) -> float:
+    """Transient bytes of one layer during prefill (no autograd): the largest of the norm's,
+    the MLP's and the attention's, over the residual stream and the layer's input."""
+    d, I, P = spec.hidden_size, spec.intermediate_size, sc.prompt_len
+    norm_tmp = (4 * 2 + c if c < 4 else 2 * c) * d           # fp32 copy + normalised + output
+    if spec.mlp == "gated":
+        # gate, up and act(gate) of every routed expert, plus 2.25·d: the MLP's input and its
+        # output (2·d) and 0.25·d fitted on the tuning generation cases of estimator_gpu.json
+        # (small per-token tensors: rotary cos/sin, router logits); not derived
+        mlp_tmp = (3 * I * max(1, spec.experts_per_token) + 2.25 * d) * c
+    elif spec.family == "gpt2":
+        mlp_tmp = (5 * I + d) * c                         # gelu_new's Python intermediates
+    else:
+        mlp_tmp = (2 * I + d) * c
+    if spec.parallel_residual:      # GPT-NeoX: the MLP runs while the attention's output and the
+        mlp_tmp += 2 * d * c        # second LayerNorm's output are alive (x + attn(ln1 x) + mlp(ln2 x))
+    attn_tmp = (2 * spec.q_dim + 2 * spec.kv_dim + d) * c + spec.q_dim * c
+    layer = sc.batch * P * (2 * d * c + max(norm_tmp, mlp_tmp, attn_tmp))
+    if sc.attention == "eager":   # scores (c), fp32 softmax (4) and its cast back (c), per head
+        keys = cache_len if sc.cache == "static" else P
+        layer += sc.batch * spec.num_heads * P * keys * (4 + 2 * c)
+    return layer
+
+
 def estimate_inference_spec(spec: ModelSpec, sc: InferenceScenario, pc: ParamCount | None = None,
                             shard: dict[str, float] | None = None) -> Breakdown:
-    """Peak memory of ``generate`` on one GPU.  Defined in Part I, "Inference"."""
+    """Peak memory of ``generate`` on one GPU: the prefill (weights, the prompt's cache, one
+    layer's transients, the last position's logits) and the last decode step (the full cache,
+    the ``cat`` that grows it, one token's tensors).  Defined in Part I, "Inference"."""
     pc = pc or count_params(spec)
     sh = {"weights": 1.0, "acts": 1.0, "layers": 1.0, "kv": 1.0}
-    if shard:
-        sh.update(shard)
+    sh.update(shard or {})
     B, P, n = sc.batch, sc.prompt_len, sc.new_tokens
     T = P + max(n, 1) - 1                              # positions in the cache after the last step
     if spec.position == "learned" and P + n > spec.max_position_embeddings:
@@ -140,45 +165,25 @@ def estimate_inference_spec(spec: ModelSpec, sc: InferenceScenario, pc: ParamCou
     c = DTYPE_BYTES[sc.compute_dtype]
     d, I, V = spec.hidden_size, spec.intermediate_size, spec.vocab_size
     weights = weight_bytes(pc, spec, sc.weights, sc.group_size, sc.scale_bytes, sc.quantize_embeddings) * sh["weights"]
-    kvb = DTYPE_BYTES[sc.kv_dtype]
-    L = spec.num_layers
-    layer_kv = kv_cache_bytes(spec, B, 1, sc.kv_dtype) / L       # one layer, one position
-    static = sc.cache == "static"
-    cache_len = P + n
-    kv_final = (kv_cache_bytes(spec, B, cache_len, sc.kv_dtype) if static else
-                kv_cache_bytes(spec, B, T, sc.kv_dtype)) * sh["kv"]
-    kv_prefill = (kv_final if static else kv_cache_bytes(spec, B, P, sc.kv_dtype) * sh["kv"])
-    tok = B * P
-    # prefill transients of one layer (no autograd)
-    norm_tmp = (4 * 2 + c if c < 4 else 2 * c) * d           # fp32 copy + normalised + output
-    if spec.mlp == "gated":
-        mlp_tmp = (3 * I * max(1, spec.experts_per_token) + 2.25 * d) * c
-    elif spec.family == "gpt2":
-        mlp_tmp = (5 * I + d) * c                         # gelu_new's Python intermediates
-    else:
-        mlp_tmp = (2 * I + d) * c
-    attn_tmp = (2 * spec.q_dim + 2 * spec.kv_dim + d) * c + spec.q_dim * c
-    layer_tmp = tok * (2 * d * c + max(norm_tmp, mlp_tmp, attn_tmp)) * sh["acts"]
-    if sc.attention == "eager":
-        layer_tmp += B * spec.num_heads * P * (P if not static else cache_len) * (4 + 2 * c) * sh["acts"]
-    mask_tmp = 0.0   # measured: HF's static-cache masks and GQA stay within the fused kernels
-    logits_rows = P if sc.full_logits else 1
-    prefill_logits = B * logits_rows * V * c + B * V * 4
-    prefill = dict(weights=weights, **{"kv cache": kv_prefill}, activations=layer_tmp, temporaries=mask_tmp,
-                   logits=prefill_logits)
-    # decode: final cache, one layer's growth copy, small per-token tensors, fp32 scores
-    if static:
-        dec_tmp = 0.0
-    else:
-        dec_tmp = layer_kv * T / 2 * 1.0
-    dec_acts = B * (3 * I + 4 * d) * c
-    decode = dict(weights=weights, **{"kv cache": kv_final}, activations=dec_acts, temporaries=dec_tmp,
-                  logits=B * V * (c + 4 * 2))
-    phases = {"prefill": sum(prefill.values()), "decode (last step)": sum(decode.values())}
+    layer_kv = kv_cache_bytes(spec, B, 1, sc.kv_dtype) / spec.num_layers       # one layer, one position
+    static, cache_len = sc.cache == "static", P + n
+    kv_final = kv_cache_bytes(spec, B, cache_len if static else T, sc.kv_dtype) * sh["kv"]
+    kv_prefill = kv_final if static else kv_cache_bytes(spec, B, P, sc.kv_dtype) * sh["kv"]
+    # HF's static-cache masks and GQA measured to stay within the fused kernels: no mask term
+    prefill_logits = B * (P if sc.full_logits else 1) * V * c + B * V * 4   # + generate's fp32 copy of the last row
+    prefill = dict(weights=weights, **{"kv cache": kv_prefill}, temporaries=0.0, logits=prefill_logits,
+                   activations=_prefill_layer_bytes(spec, sc, c, cache_len) * sh["acts"])
+    # torch.cat builds one layer's new K (then V) while the old one is alive: half of a layer's
+    # cache (``layer_kv`` counts K and V) at its final length; a static cache is written in place
+    decode = dict(weights=weights, **{"kv cache": kv_final}, temporaries=0.0 if static else layer_kv * T / 2,
+                  activations=B * (3 * I + 4 * d) * c,   # one token: gate, up, act; hidden, norm, attn out, residual
+                  logits=B * V * (c + 4 * 2))            # logits, their fp32 copy and the processed scores
+    comps = {"prefill": {k: int(v) for k, v in prefill.items()},
+             "decode (last step)": {k: int(v) for k, v in decode.items()}}
     if n == 0:
-        phases.pop("decode (last step)")
+        comps.pop("decode (last step)")
+    phases = {k: sum(v.values()) for k, v in comps.items()}
     peak_phase = max(phases, key=lambda k: phases[k])
-    comp = prefill if peak_phase == "prefill" else decode
-    return Breakdown(components={k: int(v) for k, v in comp.items()}, peak_phase=peak_phase,
-                     phases={k: int(v) for k, v in phases.items()},
-                     scenario={"model": spec.name, **sc.to_dict()}, stage="inference")
+    largest = max(prefill_logits, B * P * I * max(1, spec.experts_per_token) * c, layer_kv * cache_len, V * d * c)
+    return Breakdown(components=comps[peak_phase], peak_phase=peak_phase, phases=phases,
+                     scenario={"model": spec.name, **sc.to_dict()}, stage="inference", largest=int(largest))

@@ -70,21 +70,22 @@ def shard_factors(spec: ModelSpec, par: ParallelConfig) -> dict[str, float]:
     # weights per GPU: blocks split by tp and pp; embeddings/head split by tp (vocab parallel)
     w = (blocks / (par.tp * par.pp) + other / par.tp) / pc.total
     dp = par.dp
+    zero = par.zero if dp > 1 else 0        # with one data-parallel rank there is nothing to shard
     weights = w
     grads = w
     optim = w
     gather = 0.0
-    if par.zero >= 1:
+    if zero >= 1:
         optim = w / dp
-    if par.zero >= 2:
+    if zero >= 2:
         grads = w / dp
-    if par.zero >= 3:
+    if zero >= 3:
         weights = w / dp
         gather = 2 * pc.per_layer / par.tp / pc.total      # two layers gathered at a time
         weights += gather
         grads += gather / 2
     # DDP (gradient_as_bucket_view=False, torch's default) keeps flat gradient buckets the size of
     # all gradients for the whole run, beside the .grad tensors
-    buckets = w if (par.zero == 0 and dp > 1) else 0.0
+    buckets = w if (zero == 0 and dp > 1) else 0.0
     return {"weights": weights, "grads": grads, "optim": optim, "layers": 1.0 / par.pp, "ddp_buckets": buckets,
             "acts": 1.0 / par.tp, "kv": 1.0 / par.tp, "gather": gather, "pp": float(par.pp)}

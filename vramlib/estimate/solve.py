@@ -1,16 +1,35 @@
-"""Solvers: the largest batch, or the longest context, that fits a GPU.
+"""Solvers: the largest batch, or the longest context, that fits a GPU — never an optimistic one.
 
-The estimate grows monotonically with batch and sequence length, so a doubling search then a
-bisection finds the largest value whose ``total_reserved`` fits (about 20 estimates).
+A run fits when :func:`vramlib.estimate.reserve.needed_bytes` (the estimated peak with the
+estimator's margin, the allocator's reserve at the limit and the CUDA context) is at most the
+card's usable bytes (:attr:`vramlib.hardware.gpus.GPU.usable_bytes`, as the device reports them).  The
+estimate grows monotonically with batch and sequence length (a property test checks it), so
+a doubling search then a bisection finds the largest value (about 20 estimates).
 
 Defined in Part I, "The calculator".
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["max_batch", "max_context", "largest_fitting"]
+from .reserve import needed_bytes
+
+__all__ = ["max_batch", "max_context", "largest_fitting", "capacity_bytes", "fit", "FitAnswer"]
+
+
+def capacity_bytes(gpu: Any) -> int:
+    """Usable bytes of ``gpu``: a catalogue key or name (``"h100-sxm"``, ``"RTX 4090"``), a
+    :class:`vramlib.hardware.gpus.GPU`, or a byte count (an emulated or partitioned card).
+    Defined in Part I, "The calculator"."""
+    if isinstance(gpu, int) and not isinstance(gpu, bool):
+        if gpu <= 0:
+            raise ValueError(f"a GPU capacity in bytes must be > 0; got {gpu!r}")
+        return gpu
+    from ..hardware.gpus import get_gpu
+
+    return get_gpu(gpu).usable_bytes
 
 
 def largest_fitting(fits: Callable[[int], bool], limit: int, start: int = 1) -> int:
@@ -33,38 +52,110 @@ def largest_fitting(fits: Callable[[int], bool], limit: int, start: int = 1) -> 
     return lo
 
 
-def max_batch(model: Any, gpu: Any, stage: str = "train", seq_len: int = 2048, headroom: float = 0.0,
-              limit: int = 1 << 20, **scenario: Any) -> int:
-    """Largest batch that fits ``gpu`` (0 if not even batch 1 fits).  ``stage`` is
-    ``"train"`` (``seq_len`` per sample) or ``"inference"`` (``prompt_len``/``new_tokens`` in
-    ``scenario``).  Defined in Part I, "The calculator"."""
-    from . import estimate_inference, estimate_training
-    from ..hardware.gpus import get_gpu
+def _estimator(model: Any, stage: str, vary: str, fixed: dict[str, Any]) -> Callable[[int], Any]:
+    """``n -> Breakdown`` with ``n`` the batch (``vary="batch"``) or the sequence/prompt length."""
+    from . import estimate_inference, estimate_training, load_model_config
 
-    g = get_gpu(gpu)
+    spec = load_model_config(model)
     if stage == "train":
-        return largest_fitting(lambda b: estimate_training(model, b, seq_len, **scenario).fits(g, headroom=headroom), limit)
+        key = "batch" if vary == "batch" else "seq_len"
+        return lambda n: estimate_training(spec, **{**fixed, key: n})
     if stage == "inference":
-        return largest_fitting(lambda b: estimate_inference(model, b, **scenario).fits(g, headroom=headroom), limit)
+        key = "batch" if vary == "batch" else "prompt_len"
+        return lambda n: estimate_inference(spec, **{**fixed, key: n})
     raise ValueError(f"stage must be 'train' or 'inference'; got {stage!r}")
+
+
+def _safe_fits(est: Callable[[int], Any], cap: int, headroom: float, ctx: int) -> Callable[[int], bool]:
+    if not isinstance(headroom, (int, float)) or not 0.0 <= headroom < 1.0:
+        raise ValueError(f"headroom must be a fraction in [0, 1), got {headroom!r}")
+    return lambda n: needed_bytes(est(n), ctx) <= cap * (1.0 - headroom)
+
+
+def _context(cuda_context: int | None) -> int:
+    from . import CUDA_CONTEXT_BYTES
+
+    if cuda_context is None:
+        return CUDA_CONTEXT_BYTES
+    if isinstance(cuda_context, bool) or not isinstance(cuda_context, int) or cuda_context < 0:
+        raise ValueError(f"cuda_context must be a byte count ≥ 0 or None; got {cuda_context!r}")
+    return cuda_context
+
+
+def max_batch(model: Any, gpu: Any, stage: str = "train", seq_len: int = 2048, headroom: float = 0.0,
+              limit: int = 1 << 20, cuda_context: int | None = None, **scenario: Any) -> int:
+    """Largest batch that safely fits ``gpu`` (0 if not even batch 1 fits).  ``stage`` is
+    ``"train"`` (``seq_len`` per sample) or ``"inference"`` (``prompt_len``/``new_tokens`` in
+    ``scenario``).  Never optimistic by design: see :mod:`vramlib.estimate.reserve`.
+    Defined in Part I, "The calculator"."""
+    fixed = dict(scenario, seq_len=seq_len) if stage == "train" else dict(scenario)
+    est = _estimator(model, stage, "batch", fixed)
+    return largest_fitting(_safe_fits(est, capacity_bytes(gpu), headroom, _context(cuda_context)), limit)
 
 
 def max_context(model: Any, gpu: Any, stage: str = "inference", batch: int = 1, headroom: float = 0.0,
-                limit: int = 1 << 22, **scenario: Any) -> int:
-    """Longest sequence that fits ``gpu``: the training ``seq_len``, or for inference the
-    prompt length (with ``new_tokens`` from ``scenario``, default 128).  For models with
+                limit: int = 1 << 22, cuda_context: int | None = None, **scenario: Any) -> int:
+    """Longest sequence that safely fits ``gpu``: the training ``seq_len``, or for inference
+    the prompt length (with ``new_tokens`` from ``scenario``, default 128).  For models with
     learned positions the limit is their ``max_position_embeddings``.
     Defined in Part I, "The calculator"."""
-    from . import estimate_inference, estimate_training, load_model_config
-    from ..hardware.gpus import get_gpu
+    from . import load_model_config
 
-    g = get_gpu(gpu)
     spec = load_model_config(model)
     if spec.position == "learned":
-        limit = min(limit, spec.max_position_embeddings - (scenario.get("new_tokens", 128) if stage == "inference" else 0))
-    if stage == "train":
-        return largest_fitting(lambda s: estimate_training(spec, batch, s, **scenario).fits(g, headroom=headroom), limit)
-    if stage == "inference":
-        return largest_fitting(lambda s: estimate_inference(spec, batch, prompt_len=s, **scenario).fits(g, headroom=headroom),
-                        limit)
-    raise ValueError(f"stage must be 'train' or 'inference'; got {stage!r}")
+        new = scenario.get("new_tokens", 128) if stage == "inference" else 0
+        limit = min(limit, spec.max_position_embeddings - new)
+    est = _estimator(spec, stage, "length", dict(scenario, batch=batch))
+    return largest_fitting(_safe_fits(est, capacity_bytes(gpu), headroom, _context(cuda_context)), limit)
+
+
+@dataclass(frozen=True)
+class FitAnswer:
+    """What :func:`fit` found: the largest ``value`` of ``what`` (``"batch"`` or
+    ``"context"``), the bytes it needs and the card's usable bytes, and the margin left.
+    Defined in Part I, "The calculator"."""
+
+    what: str
+    value: int
+    needed: int
+    capacity: int
+    next_needed: int
+
+    @property
+    def margin(self) -> int:
+        """Bytes left free at ``value`` (negative never: ``value`` is 0 when nothing fits)."""
+        return self.capacity - self.needed if self.value else 0
+
+    def line(self) -> str:
+        """One sentence for the CLI and the chapters."""
+        from ..core.units import fmt_bytes
+
+        if not self.value:
+            return (f"does not fit: {self.what} 1 needs {fmt_bytes(self.next_needed)} of "
+                    f"{fmt_bytes(self.capacity)}")
+        return (f"largest {self.what}: {self.value} (needs {fmt_bytes(self.needed)} of {fmt_bytes(self.capacity)}, "
+                f"{100 * self.margin / self.capacity:.1f} % free; {self.what} {self.value + 1} would need "
+                f"{fmt_bytes(self.next_needed)})")
+
+
+def fit(model: Any, gpu: Any, stage: str = "train", what: str = "batch", *, batch: int = 1,
+        seq_len: int = 2048, cuda_context: int | None = None, **scenario: Any) -> FitAnswer:
+    """"Will it fit?": the largest batch (``what="batch"``, at ``seq_len`` or the scenario's
+    ``prompt_len``) or context (``what="context"``, at ``batch``) on ``gpu``, with the bytes
+    needed and the margin.  Defined in Part I, "The calculator"."""
+    if what not in ("batch", "context"):
+        raise ValueError(f"what must be 'batch' or 'context'; got {what!r}")
+    ctx = _context(cuda_context)
+    if what == "batch":
+        n = max_batch(model, gpu, stage, seq_len=seq_len, cuda_context=ctx, **scenario)
+        fixed = dict(scenario, seq_len=seq_len) if stage == "train" else dict(scenario)
+        est = _estimator(model, stage, "batch", fixed)
+    else:
+        n = max_context(model, gpu, stage, batch=batch, cuda_context=ctx, **scenario)
+        est = _estimator(model, stage, "length", dict(scenario, batch=batch))
+    need = needed_bytes(est(n), ctx) if n else 0
+    try:
+        nxt = needed_bytes(est(n + 1), ctx)
+    except ValueError:                  # n + 1 beyond the model's positions: nothing more to try
+        nxt = 0
+    return FitAnswer(what=what, value=n, needed=need, capacity=capacity_bytes(gpu), next_needed=nxt)

@@ -39,14 +39,38 @@ from .config import ModelSpec
 from .params import ParamCount, count_params
 
 __all__ = ["TrainScenario", "estimate_training_spec", "OPTIMIZERS", "CHECKPOINTING", "ATTENTION",
-           "LORA_TARGETS", "activation_bytes_per_layer"]
+           "LORA_TARGETS", "activation_bytes_per_layer", "QLORA_RECIPES"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adam8bit", "adafactor")
 OPTIMIZER_IMPLS = ("foreach", "fused", "for-loop")
 CHECKPOINTING = ("none", "selective", "full")
 ATTENTION = ("sdpa", "flash", "eager")
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+#: ``"peft"``: the recipe as people run it — ``BitsAndBytesConfig(load_in_4bit=True,
+#: bnb_4bit_quant_type="nf4")`` (compute dtype fp32, bitsandbytes' default) then peft's
+#: ``prepare_model_for_kbit_training``, which upcasts every non-quantized parameter
+#: (embeddings, norms, LM head) to fp32, so the whole step computes in fp32;
+#: ``"bf16"``: ``bnb_4bit_compute_dtype=torch.bfloat16`` and no upcast.
+QLORA_RECIPES = ("peft", "bf16")
 _STATE_PER_PARAM = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
+#: bitsandbytes' 8-bit optimizers: two 1-byte states per parameter plus one fp32 absmax per
+#: block of 256 for each (``bitsandbytes/optim/optimizer.py``, ``Optimizer2State.init_state``).
+_ADAM8BIT_BYTES = 2 + 2 * 4 / 256
+#: NF4 storage: 4 bits a weight, an 8-bit absmax per block of 64 (double quantisation) and an
+#: fp32 scale per 256 absmax values (QLoRA paper, Dettmers et al. 2023, section 3).
+_NF4_BYTES = 0.5 + (1 + 4 / 256) / 64
+
+
+def _lora_targets(value: Any) -> tuple[str, ...]:
+    """``"all-linear"``, ``"attn"``, ``"q,k,v"`` or a list → a tuple of :data:`LORA_TARGETS`."""
+    t = value
+    if isinstance(t, str):
+        t = (LORA_TARGETS if t == "all-linear" else ("q", "k", "v", "o") if t == "attn"
+             else tuple(x.strip() for x in t.split(",")))
+    if not isinstance(t, (tuple, list)) or not t or any(x not in LORA_TARGETS for x in t):
+        raise ValueError(f"lora_targets must be a non-empty list from {LORA_TARGETS} (or 'all-linear', 'attn'); "
+                         f"got {value!r}")
+    return tuple(t)
 
 
 @dataclass(frozen=True)
@@ -56,8 +80,9 @@ class TrainScenario:
     ``weights_dtype`` is the dtype the parameters are stored in; ``autocast`` runs matmuls in
     bf16/fp16 over fp32 weights; ``master_weights=True`` keeps an extra fp32 copy of
     16-bit weights for the optimizer (Megatron/DeepSpeed style mixed precision).
-    ``trainable`` is ``"all"``, ``"last-k"`` (with ``last_k`` blocks), ``"lora"`` or ``"qlora"``.
-    ``device`` ``"cuda"`` or ``"cpu"`` picks the attention kernel and optimizer loop torch uses there.
+    ``trainable`` is ``"all"``, ``"last-k"`` (with ``last_k`` blocks), ``"lora"`` or ``"qlora"``
+    (``qlora_recipe``: :data:`QLORA_RECIPES`).  ``device`` ``"cuda"`` or ``"cpu"`` picks the
+    attention kernel and optimizer loop torch uses there.
     """
 
     batch: int
@@ -74,52 +99,53 @@ class TrainScenario:
     trainable: str = "all"
     last_k: int = 1
     lora_rank: int = 16
-    lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    qlora_recipe: str = "peft"
     keep_logits: bool = False
     device: str = "cuda"
 
     def __post_init__(self) -> None:
+        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
         pos_int(self.batch, "batch")
         pos_int(self.seq_len, "seq_len")
-        object.__setattr__(self, "weights_dtype", dtype_name(self.weights_dtype, "weights_dtype", ("fp32", "bf16", "fp16")))
-        ac = "none" if self.autocast in (None, False) else self.autocast
-        object.__setattr__(self, "autocast", dtype_name(ac, "autocast", ("none", "bf16", "fp16")))
+        put("weights_dtype", dtype_name(self.weights_dtype, "weights_dtype", ("fp32", "bf16", "fp16")))
+        put("autocast", dtype_name("none" if self.autocast in (None, False) else self.autocast,
+                                   "autocast", ("none", "bf16", "fp16")))
         if self.autocast != "none" and self.weights_dtype != "fp32":
             raise ValueError("autocast needs fp32 weights (it casts fp32 weights down per matmul); "
                              f"got weights_dtype={self.weights_dtype!r} with autocast={self.autocast!r}")
         flag(self.master_weights, "master_weights")
         if self.master_weights and self.weights_dtype == "fp32":
             raise ValueError("master_weights=True needs 16-bit weights (weights_dtype bf16 or fp16)")
-        object.__setattr__(self, "optimizer", choice(self.optimizer, "optimizer", OPTIMIZERS))
-        object.__setattr__(self, "optimizer_impl", choice(self.optimizer_impl, "optimizer_impl", ("auto",) + OPTIMIZER_IMPLS))
+        put("optimizer", choice(self.optimizer, "optimizer", OPTIMIZERS))
+        put("optimizer_impl", choice(self.optimizer_impl, "optimizer_impl", ("auto",) + OPTIMIZER_IMPLS))
         flag(self.weight_decay, "weight_decay")
         pos_int(self.grad_accum, "grad_accum")
-        object.__setattr__(self, "checkpointing", choice(self.checkpointing if self.checkpointing not in (None, False)
-                                                          else "none", "checkpointing", CHECKPOINTING))
-        object.__setattr__(self, "attention", choice(self.attention, "attention", ATTENTION))
+        ck = self.checkpointing if self.checkpointing not in (None, False) else "none"
+        put("checkpointing", choice(ck, "checkpointing", CHECKPOINTING))
+        put("attention", choice(self.attention, "attention", ATTENTION))
         tr = self.trainable
         if isinstance(tr, int) and not isinstance(tr, bool):
-            object.__setattr__(self, "last_k", tr)
+            put("last_k", tr)
             tr = "last-k"
-        object.__setattr__(self, "trainable", choice(tr, "trainable", ("all", "last-k", "lora", "qlora")))
+        put("trainable", choice(tr, "trainable", ("all", "last-k", "lora", "qlora")))
         pos_int(self.last_k, "last_k")
         pos_int(self.lora_rank, "lora_rank")
-        targets = self.lora_targets
-        if isinstance(targets, str):
-            targets = ("q", "k", "v", "o", "gate", "up", "down") if targets == "all-linear" else \
-                ("q", "k", "v", "o") if targets == "attn" else tuple(t.strip() for t in targets.split(","))
-        if not isinstance(targets, (tuple, list)) or not targets or any(t not in LORA_TARGETS for t in targets):
-            raise ValueError(f"lora_targets must be a non-empty list from {LORA_TARGETS} (or 'all-linear', 'attn'); "
-                             f"got {self.lora_targets!r}")
-        object.__setattr__(self, "lora_targets", tuple(targets))
+        put("lora_targets", _lora_targets(self.lora_targets))
+        put("qlora_recipe", choice(self.qlora_recipe, "qlora_recipe", QLORA_RECIPES))
         flag(self.keep_logits, "keep_logits")
-        object.__setattr__(self, "device", choice(self.device, "device", ("cuda", "cpu")))
+        put("device", choice(self.device, "device", ("cuda", "cpu")))
 
     @property
     def impl(self) -> str:
         if self.optimizer_impl != "auto":
             return self.optimizer_impl
         return "foreach" if self.device == "cuda" else "for-loop"
+
+    @property
+    def adapters(self) -> bool:
+        """Whether only LoRA adapters train (LoRA or QLoRA)."""
+        return self.trainable in ("lora", "qlora")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -135,9 +161,76 @@ def _attn_backend(spec: ModelSpec, sc: TrainScenario, c: int) -> str:
         return "flash"                       # the CPU flash kernel takes every dtype
     if c == 2 and spec.head_dim <= 256:
         return "flash"
+    if sc.trainable == "qlora":
+        # measured (benchmarks/results/fit_gpu.json, QLoRA without checkpointing): the fp32
+        # QLoRA recipe keeps no (h, s, s) softmax, so it runs a fused kernel even with GQA
+        return "efficient"
     # fp32 on CUDA: the memory-efficient kernel, which does not take ``enable_gqa``; with GQA
     # torch falls back to the math kernel, which keeps the (h, s, s) softmax
     return "efficient" if spec.num_kv_heads == spec.num_heads else "math"
+
+
+def _compute_dtypes(sc: TrainScenario) -> tuple[int, int]:
+    """Bytes of the residual stream ``r`` and of matmul outputs ``c``.  The peft QLoRA recipe
+    computes in fp32 (fp32 embeddings, norms and bitsandbytes compute dtype)."""
+    if sc.trainable == "qlora" and sc.qlora_recipe == "peft":
+        return 4, 4
+    r = DTYPE_BYTES[sc.weights_dtype]
+    return r, (DTYPE_BYTES[sc.autocast] if sc.autocast != "none" else r)
+
+
+def _norm_parts(spec: ModelSpec, r: int, ac: bool) -> tuple[float, float]:
+    """Per token and layer: bytes the norms keep, and the residual-stream copies kept."""
+    d = spec.hidden_size
+    if spec.norm == "rmsnorm":   # computes in fp32: a 16-bit input gets an fp32 copy
+        out = 4 if spec.family in ("gemma", "gemma2") else r    # Gemma keeps its output in fp32
+        one = (4 if r < 4 else 0) + out + (0 if ac else r)
+    else:                        # LayerNorm keeps mean and rstd (8 B per token over d)
+        one = (0 if ac else r) + 8 / d
+    # the residual is saved only where an op keeps it: LayerNorm (its input), or an fp32
+    # RMSNorm (``x.to(float32)`` is then the same tensor)
+    residual = 2 * r * d if (spec.norm != "rmsnorm" or r == 4) else 0.0
+    return spec.norms_per_layer * one * d, residual
+
+
+def _attention_parts(spec: ModelSpec, sc: TrainScenario, c: int) -> tuple[dict[str, float], float]:
+    """Per token and layer: q/k/v, attention output and log-sum-exp bytes; and the (h, s, s)
+    term per token (multiply by ``seq_len``)."""
+    q, kv, h = spec.q_dim, spec.kv_dim, spec.num_heads
+    book = spec.family == "gpt"
+    rep = spec.num_heads // spec.num_kv_heads
+    qkv = (q + 2 * kv) * c
+    if spec.fused_qkv and spec.family == "gpt_neox":
+        qkv += 2 * q * c                          # rotary on part of the dims: new q and k by cat
+    if spec.fused_qkv and book and rep > 1:
+        qkv += 2 * q * c                          # repeat_interleave copies of k and v
+    parts = {"qkv": qkv, "attn_out": q * c}       # fused kernels: the reshape for o_proj is a view
+    backend = _attn_backend(spec, sc, c)
+    s2 = 0.0
+    if backend in ("flash", "efficient"):
+        parts["lse"] = 4 * h                      # fp32 log-sum-exp per head
+    elif backend == "math":
+        parts["qkv"] += 2 * rep * kv * c + q * c  # repeated k, v and scaled q
+        s2 = h * c                                # the softmax, saved for backward
+    else:  # eager: fp32 softmax (+ its 16-bit cast) per head and key
+        if not book and rep > 1:
+            parts["qkv"] += 2 * q * c             # repeat_kv copies
+        s2 = h * (4 + (c if c < 4 else 0)) if not book else h * c
+    return parts, s2
+
+
+def _mlp_part(spec: ModelSpec, sc: TrainScenario, c: int, ac: bool) -> float:
+    """Per token and layer: what the MLP keeps for backward."""
+    d, I = spec.hidden_size, spec.intermediate_size
+    if spec.mlp == "gated":                       # gate, act(gate), up, product
+        if spec.num_experts > 1:                  # + each routed expert's input and output, fp32 router
+            return spec.experts_per_token * (4 * I * c + 2 * d * c) + 4 * spec.num_experts * 3
+        return 4 * I * c
+    if spec.family == "gpt2":
+        # gelu_new in Python keeps 4 intermediates + its output; under CUDA autocast ``pow`` runs
+        # in fp32, so the fp32 copy of the input, tanh and 1 + tanh are fp32 and the output is cast
+        return 5 * I * c if not (ac and sc.device == "cuda") else I * (4 + 4 + c + 4 + c)
+    return 2 * I * c                              # fc output and activation
 
 
 def activation_bytes_per_layer(spec: ModelSpec, sc: TrainScenario) -> dict[str, float]:
@@ -145,223 +238,271 @@ def activation_bytes_per_layer(spec: ModelSpec, sc: TrainScenario) -> dict[str, 
     the ``(h, s, s)`` attention term per token (multiply by ``seq_len``).
 
     Defined in Part I, "Activations in depth"."""
-    r = DTYPE_BYTES[sc.weights_dtype]                  # residual stream dtype
-    c = DTYPE_BYTES[sc.autocast] if sc.autocast != "none" else r   # matmul output dtype
+    r, c = _compute_dtypes(sc)
     ac = sc.autocast != "none"
-    d, I, q, kv, h = spec.hidden_size, spec.intermediate_size, spec.q_dim, spec.kv_dim, spec.num_heads
-    hf_rms = spec.norm == "rmsnorm"
+    d = spec.hidden_size
     parts: dict[str, float] = {}
-    book = spec.family == "gpt"
-    # -- norms: LayerNorm keeps its output (+ mean/rstd); RMSNorm computes in fp32
-    # a norm's output is saved only by the linear layers that read it; under autocast they
-    # save their bf16 casts instead, so the fp32 output is freed
-    if hf_rms:
-        if spec.family in ("gemma", "gemma2"):
-            one_norm = (4 if r < 4 else 0) + 4 + (0 if ac else r)
-        else:
-            one_norm = (4 if r < 4 else 0) + r + (0 if ac else r)
-    else:
-        one_norm = (0 if ac else r) + 8 / d          # LN keeps its input, mean and rstd; output only if read
-    parts["norms"] = spec.norms_per_layer * one_norm * d
-    # the residual stream is saved only where an op keeps it: LayerNorm (its input), or an
-    # fp32 RMSNorm (``x.to(float32)`` is then the same tensor); a 16-bit RMSNorm keeps its fp32 copy
-    parts["residual"] = 2 * r * d if (not hf_rms or r == 4) else 0.0
-    if spec.norms_per_layer == 4:                     # gemma2 post-norms keep their inputs too
+    parts["norms"], parts["residual"] = _norm_parts(spec, r, ac)
+    if spec.norms_per_layer == 4:                 # gemma2 post-norms keep their inputs too
         parts["residual"] += 2 * c * d
-    # -- inputs cast by autocast for the projections
+    # inputs cast by autocast for the projections (q, k, v, gate, up; fused ones once)
     n_in = (1 if spec.fused_qkv else 3) + (1 if (spec.fused_gate_up or spec.mlp == "plain") else 2)
     parts["casts"] = n_in * c * d if ac else 0.0
-    # -- attention
-    backend = _attn_backend(spec, sc, c)
-    rep = spec.num_heads // spec.num_kv_heads
-    if spec.fused_qkv:
-        qkv = (q + 2 * kv) * c
-        if spec.family == "gpt_neox":
-            qkv += 2 * q * c                          # rotary on part of the dims: new q and k by cat
-        if book and rep > 1:
-            qkv += 2 * q * c                          # repeat_interleave copies of k and v
-    else:
-        qkv = (q + 2 * kv) * c
-    parts["qkv"] = qkv
-    parts["attn_out"] = q * c     # fused kernels lay out (B, s, h, hd): the reshape for o_proj is a view
-    s2 = 0.0
-    if backend in ("flash", "efficient"):
-        parts["lse"] = 4 * h
-    elif backend == "math":
-        parts["qkv"] += 2 * rep * kv * c + q * c      # repeated k, v and scaled q
-        s2 = h * c                                    # the softmax, saved for backward
-    else:  # eager
-        if not book and rep > 1:
-            parts["qkv"] += 2 * q * c                 # repeat_kv copies
-        s2 = h * (4 + (c if c < 4 else 0)) if not book else h * c
-    # -- MLP
-    if spec.mlp == "gated":
-        mlp = 4 * I * c
-        if spec.num_experts > 1:
-            mlp = spec.experts_per_token * (4 * I * c + 2 * d * c) + 4 * spec.num_experts * 3
-    elif spec.family == "gpt2":
-        # gelu_new in Python keeps 4 intermediates + its output; under CUDA autocast ``pow`` runs
-        # in fp32, so the fp32 copy of the input, tanh and 1 + tanh are fp32 and the output is cast
-        mlp = 5 * I * c if not (ac and sc.device == "cuda") else I * (4 + 4 + c + 4 + c)
-    else:
-        mlp = 2 * I * c
-    parts["mlp"] = mlp
+    attn, s2 = _attention_parts(spec, sc, c)
+    parts.update(attn)
+    parts["mlp"] = _mlp_part(spec, sc, c, ac)
     if spec.dropout > 0:
-        parts["dropout"] = 2 * d * (c + 1)
+        parts["dropout"] = 2 * d * (c + 1)        # dropout output and its 1-byte mask, twice
     return {"per_token": sum(parts.values()), "per_token_s": s2, **parts}
 
 
 def _lora_targets_dims(spec: ModelSpec, targets: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(in, out) of every targeted matrix of one block; raises if none exists in the model."""
     d, I, q, kv = spec.hidden_size, spec.intermediate_size, spec.q_dim, spec.kv_dim
     dims = {"q": (d, q), "k": (d, kv), "v": (d, kv), "o": (q, d), "gate": (d, I), "up": (d, I), "down": (I, d)}
     if spec.mlp == "plain":
         dims.pop("gate")
-    return [dims[t] for t in targets if t in dims]
+    found = [dims[t] for t in targets if t in dims]
+    if not found:
+        raise ValueError(f"lora_targets {list(targets)} match no matrix of {spec.name} (a plain MLP has "
+                         f"no 'gate'); use some of {sorted(dims)} or 'all-linear'")
+    return found
+
+
+@dataclass(frozen=True)
+class _Step:
+    """The numbers every part of the estimate needs (one place, so the parts stay short)."""
+
+    spec: ModelSpec
+    sc: TrainScenario
+    pc: ParamCount
+    sh: dict[str, float]
+    r: int                 # residual-stream / stored-weight bytes
+    c: int                 # matmul output bytes
+    tokens: int
+    layers: float          # blocks whose activations one GPU holds (pipeline: micro-batches in flight)
+
+    @property
+    def ac(self) -> bool:
+        return self.sc.autocast != "none"
+
+
+def _make_step(spec: ModelSpec, sc: TrainScenario, pc: ParamCount, shard: dict[str, float] | None) -> _Step:
+    sh = {"weights": 1.0, "grads": 1.0, "optim": 1.0, "acts": 1.0, "layers": 1.0, "gather": 0.0,
+          "ddp_buckets": 0.0, "pp": 1.0}
+    sh.update(shard or {})
+    if spec.position == "learned" and sc.seq_len > spec.max_position_embeddings:
+        raise ValueError(f"seq_len {sc.seq_len} exceeds {spec.name}'s max_position_embeddings "
+                         f"{spec.max_position_embeddings} (learned positions)")
+    if sc.trainable == "last-k" and sc.last_k > spec.num_layers:
+        raise ValueError(f"last_k={sc.last_k} exceeds the model's {spec.num_layers} layers")
+    r, c = _compute_dtypes(sc)
+    # pipeline stage 0 under 1F1B keeps min(pp, micro-batches) micro-batches of its L/pp layers
+    layers = spec.num_layers * sh["layers"] * min(sh["pp"], sc.grad_accum)
+    return _Step(spec, sc, pc, sh, r, c, sc.batch * sc.seq_len, layers)
+
+
+def trainable_params(st: _Step) -> tuple[int, int]:
+    """(parameters that train, of which LoRA adapter parameters).  Defined in Part I, "Fine-tuning"."""
+    spec, sc, pc = st.spec, st.sc, st.pc
+    if sc.trainable == "all":
+        return pc.total, 0
+    if sc.trainable == "last-k":
+        return sc.last_k * pc.per_layer + pc.final_norm, 0
+    per_layer = sum(sc.lora_rank * (i + o) for i, o in _lora_targets_dims(spec, sc.lora_targets))
+    return per_layer * spec.num_layers, per_layer * spec.num_layers
+
+
+def training_weight_bytes(st: _Step, lora: int) -> float:
+    """Stored weights on one GPU; LoRA/QLoRA adapters are fp32 (peft's default
+    ``autocast_adapter_dtype=True``).  Defined in Part I, "Fine-tuning"."""
+    pc, sc = st.pc, st.sc
+    if sc.trainable == "qlora":
+        rest_b = 4 if sc.qlora_recipe == "peft" else 2      # peft upcasts what is not quantized
+        base = (pc.total - pc.linear_weights) * rest_b + pc.linear_weights * _NF4_BYTES
+        return base * st.sh["weights"] + lora * 4
+    return pc.total * DTYPE_BYTES[sc.weights_dtype] * st.sh["weights"] + lora * 4
+
+
+def _state_bytes(st: _Step) -> tuple[int, int]:
+    """(gradient bytes per element, optimizer-state bytes per element)."""
+    wb = DTYPE_BYTES[st.sc.weights_dtype]
+    gb = 4 if st.sc.adapters else wb
+    return gb, 4 if (st.sc.master_weights or st.sc.adapters) else wb
+
+
+def _adafactor_elems(st: _Step) -> float:
+    """Elements of Adafactor's state: torch's ``Adafactor`` keeps no first moment, a row and a
+    column vector for each matrix (factored second moment) and a full one for vectors."""
+    spec, pc, sc = st.spec, st.pc, st.sc
+    d, q, kv, I, E = spec.hidden_size, spec.q_dim, spec.kv_dim, spec.intermediate_size, spec.num_experts
+    if sc.adapters:                               # A (r × in) and B (out × r) per target
+        return spec.num_layers * sum(2 * sc.lora_rank + i + o for i, o in _lora_targets_dims(spec, sc.lora_targets))
+    n_mat = 3 if spec.mlp == "gated" else 2
+    router = (d + E, d * E) if E > 1 else (0, 0)  # (factored state, elements) of the MoE router
+    rows_cols = (q + d) + 2 * (kv + d) + (d + q) + E * n_mat * (I + d) + router[0]
+    vectors = pc.per_layer - (2 * d * q + 2 * d * kv + E * n_mat * d * I + router[1])   # norms, biases
+    if sc.trainable == "last-k":
+        return sc.last_k * (rows_cols + vectors) + pc.final_norm
+    emb = (spec.vocab_size + d) * (1 if spec.tie_embeddings else 2) + (spec.max_position_embeddings + d
+                                                                         if pc.position else 0)
+    return spec.num_layers * (rows_cols + vectors) + emb + pc.final_norm
+
+
+def optimizer_bytes(st: _Step, p_train: int) -> float:
+    """Optimizer states on one GPU.  Defined in Part I, "Pretraining"."""
+    _, sb = _state_bytes(st)
+    opt = st.sc.optimizer
+    if opt in _STATE_PER_PARAM:
+        b = p_train * sb * _STATE_PER_PARAM[opt]
+    elif opt == "adam8bit":
+        b = p_train * _ADAM8BIT_BYTES
+    else:
+        b = _adafactor_elems(st) * sb
+    return b * st.sh["optim"]
+
+
+def step_temporaries(st: _Step, p_train: int) -> float:
+    """Temporaries of ``optimizer.step()``: foreach Adam's ``_foreach_sqrt`` of the second
+    moment (one of every trainable tensor; plain Adam with weight decay a second for the
+    decayed gradient); the for-loop implementation two of the largest parameter; Adafactor
+    two fp32 of the largest.  Defined in Part I, "Pretraining"."""
+    spec, sc = st.spec, st.sc
+    _, sb = _state_bytes(st)
+    largest = max(spec.vocab_size * spec.hidden_size, spec.intermediate_size * spec.hidden_size)
+    if sc.optimizer in ("adam", "adamw"):
+        if sc.impl == "foreach":
+            extra = 1 if (sc.optimizer == "adam" and sc.weight_decay) else 0
+            return p_train * sb * st.sh["optim"] * (1 + extra)
+        return 0.0 if sc.impl == "fused" else 2 * min(largest, p_train) * sb
+    if sc.optimizer == "adafactor":
+        return 2 * min(largest, p_train) * 4
+    return 0.0
+
+
+def _layer_bytes(st: _Step) -> tuple[float, float]:
+    """(bytes one block saves for backward, of which the attention core's).  Under TP the
+    inner parts (q/k/v, attention, MLP, the casts feeding the row-parallel layers) split; the
+    residual stream and norms do not (no sequence parallelism)."""
+    spec, sc, a = st.spec, st.sc, st.sh["acts"]
+    per = activation_bytes_per_layer(spec, sc)
+    core = per.get("qkv", 0) + per.get("attn_out", 0) + per.get("lse", 0)
+    inner = core + per.get("mlp", 0)
+    s2 = per["per_token_s"] * sc.seq_len
+    layer = st.tokens * (per["per_token"] - inner * (1 - a) + s2 * a)
+    if sc.adapters:   # peft keeps each adapter's r-wide hidden and its output for backward
+        layer += st.tokens * sum(sc.lora_rank * st.c + o * st.c for _, o in _lora_targets_dims(spec, sc.lora_targets))
+    return layer, st.tokens * (core + s2) * a
+
+
+def activation_bytes(st: _Step) -> dict[str, float]:
+    """Activations at the end of the forward, and what checkpointing recomputes per layer:
+    ``full`` saves each block's input and recomputes the block; ``selective`` (Korthikanti et
+    al. 2022; Megatron) recomputes the attention core only.  Defined in Part I, "Activations in depth"."""
+    spec, sc, r, d = st.spec, st.sc, st.r, st.spec.hidden_size
+    layer, core = _layer_bytes(st)
+    x = st.tokens * r * d                  # a block's input: what full checkpointing saves
+    # where the first norm keeps the block's input itself (LayerNorm, fp32 RMSNorm), the
+    # recomputed block shares that tensor with the checkpoint instead of copying it
+    shared = x if _norm_parts(spec, r, st.ac)[1] > 0 else 0.0
+    saved, recompute = {"full": (x, layer - shared), "selective": (layer - core, core),
+                        "none": (layer, 0.0)}[sc.checkpointing]
+    train_layers = min(sc.last_k, st.layers) if sc.trainable == "last-k" else st.layers
+    keeps_embed = sc.trainable == "all" and (spec.norm != "rmsnorm" or r == 4)
+    embed_out = st.tokens * r * d if keeps_embed else 0.0
+    final = st.tokens * d * (((4 if r < 4 else 0) + 2 * r) if spec.norm == "rmsnorm" else (4 if st.ac else r))
+    acts = embed_out + saved * train_layers + final
+    if sc.attention == "eager" and spec.family != "gpt":
+        acts += sc.batch * sc.seq_len ** 2 * st.c          # HF's 4-D float causal mask, shared by all layers
+    return dict(acts=acts, saved=saved, recompute=recompute, embed_out=embed_out)
+
+
+def _cast_weights(st: _Step) -> tuple[float, float]:
+    """Autocast's bf16 copies of the weights it cast, kept for backward: (forward, backward).
+    Under full checkpointing only the LM head's copy lives into backward."""
+    if not st.ac:
+        return 0.0, 0.0
+    head = st.spec.vocab_size * st.spec.hidden_size * st.c
+    fwd = st.pc.linear_weights * st.sh["weights"] * st.c + head
+    return fwd, (head if st.sc.checkpointing == "full" else fwd)
+
+
+def logits_bytes(st: _Step) -> dict[str, float]:
+    """The loss's tensors (tokens × vocab): HF upcasts the logits to fp32 and
+    ``log_softmax`` keeps its fp32 output; its backward adds two more fp32 tensors.  Split
+    by TP (vocabulary-parallel).  Defined in Part I, "Pretraining"."""
+    spec, c = st.spec, st.c
+    hf = spec.family != "gpt"
+    lsm = 4 if (hf or st.ac) else c
+    tv = st.tokens * spec.vocab_size
+    upcast = 4 if c < lsm or (hf and c < 4) else 0
+    kept = tv * c if st.sc.keep_logits else 0.0
+    return dict(fwd=tv * (c + upcast + lsm) * st.sh["acts"], bwd=tv * 3 * lsm * st.sh["acts"], kept=kept,
+                kept_fwd=kept if (c != 4 and hf) else 0.0, lsm=lsm)
+
+
+def _dequant_tmp(st: _Step) -> float:
+    """QLoRA: bitsandbytes dequantizes one weight matrix at a time into the compute dtype (in
+    the forward and again in the backward); the largest is an MLP matrix."""
+    if st.sc.trainable != "qlora":
+        return 0.0
+    return st.spec.hidden_size * st.spec.intermediate_size * st.c
+
+
+def _phases(st: _Step, p_train: int, parts: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Live bytes by component at the start of each phase of the step.  Backward frees a
+    layer's saved tensors as it allocates that layer's gradients, so the live bytes run
+    linearly from "all activations" to "all gradients"; both ends are checked."""
+    spec, sc, d, V = st.spec, st.sc, st.spec.hidden_size, st.spec.vocab_size
+    gb, _ = _state_bytes(st)
+    grads, a, lg = parts["grads"], parts["acts"], parts["logits"]
+    cast_f, cast_b = _cast_weights(st)
+    g0 = grads if sc.grad_accum > 1 else 0.0            # accumulated gradients from earlier micro-batches
+    full = sc.trainable == "all"
+    head_grad = V * d * gb if (full and not spec.tie_embeddings) else 0.0
+    # one layer's backward: the MLP's input/output gradients (2 × I per expert) and 2 × d
+    t_layer = st.tokens * st.c * (2 * spec.intermediate_size * max(1, spec.experts_per_token) + 2 * d)
+    t_layer += a["recompute"] + _dequant_tmp(st)
+    W = {"weights": parts["weights"], "master weights": parts["master"], "optimizer states": parts["optim"]}
+    kept = lg["kept"]
+    return {
+        "forward (loss)": dict(W, gradients=g0, activations=a["acts"], temporaries=cast_f + _dequant_tmp(st),
+                               logits=lg["fwd"] + lg["kept_fwd"]),
+        "backward (loss)": dict(W, gradients=g0, activations=a["acts"], temporaries=cast_b, logits=lg["bwd"] + kept),
+        "backward (first layer)": dict(W, gradients=max(g0, head_grad), activations=a["acts"],
+                                       temporaries=cast_b + t_layer, logits=kept),
+        "backward (last layer)": dict(W, gradients=max(g0, grads - head_grad), activations=a["embed_out"] + a["saved"],
+                                      temporaries=cast_b / max(spec.num_layers, 1) + t_layer, logits=kept),
+        "backward (embedding)": dict(W, gradients=grads, activations=0.0,
+                                     temporaries=V * d * gb if (full and spec.tie_embeddings) else 0.0, logits=kept),
+        "optimizer step": dict(W, gradients=grads, temporaries=parts["step"], logits=kept),
+    }
 
 
 def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | None = None,
                            shard: dict[str, float] | None = None) -> Breakdown:
-    """Peak memory of one steady-state training step on one GPU.
+    """Peak memory of one steady-state training step on one GPU: weights, gradients,
+    optimizer states, activations, logits, then the phases of the step.
 
     ``shard`` (from :mod:`vramlib.estimate.parallel`) divides weights, gradients, optimizer
     states and activations among GPUs.  Defined in Part I, "Pretraining"."""
     pc = pc or count_params(spec)
-    sh = {"weights": 1.0, "grads": 1.0, "optim": 1.0, "acts": 1.0, "layers": 1.0, "gather": 0.0, "ddp_buckets": 0.0}
-    if shard:
-        sh.update(shard)
-    B, s = sc.batch, sc.seq_len
-    if spec.position == "learned" and s > spec.max_position_embeddings:
-        raise ValueError(f"seq_len {s} exceeds {spec.name}'s max_position_embeddings "
-                         f"{spec.max_position_embeddings} (learned positions)")
-    tokens = B * s
-    wb = DTYPE_BYTES[sc.weights_dtype]
-    c = DTYPE_BYTES[sc.autocast] if sc.autocast != "none" else wb
-    ac = sc.autocast != "none"
-    L, V, d = spec.num_layers, spec.vocab_size, spec.hidden_size
-    P = pc.total
-    # pipeline stage 0 under 1F1B keeps min(pp, micro-batches) micro-batches of its L/pp layers
-    L_eff = L * sh["layers"] * min(sh.get("pp", 1.0), sc.grad_accum)
-
-    # ---- which parameters train
-    lora_params = 0
-    if sc.trainable == "all":
-        P_train = P
-        train_layers = L_eff
-    elif sc.trainable == "last-k":
-        if sc.last_k > L:
-            raise ValueError(f"last_k={sc.last_k} exceeds the model's {L} layers")
-        P_train = sc.last_k * pc.per_layer + pc.final_norm
-        train_layers = min(sc.last_k, L_eff)
-    else:
-        per_layer_lora = sum(sc.lora_rank * (i + o) for i, o in _lora_targets_dims(spec, sc.lora_targets))
-        lora_params = per_layer_lora * L
-        P_train = lora_params
-        train_layers = L_eff
-
-    # ---- weights
-    if sc.trainable == "qlora":
-        lin = pc.linear_weights
-        base = (P - lin) * 2 + lin * 0.5 + lin / 64 * (1 + 4 / 256) + 0  # nf4 + 8-bit absmax (double quant)
-        weights = base * sh["weights"] + lora_params * 4
-    else:
-        weights = P * wb * sh["weights"] + (lora_params * 4 if sc.trainable == "lora" else 0)
-    master = P_train * 4 * sh["optim"] if sc.master_weights else 0
-    gb = 4 if sc.trainable in ("lora", "qlora") else wb   # PEFT keeps adapters in fp32
-    grads = P_train * gb * sh["grads"]
-    sb = 4 if (sc.master_weights or sc.trainable in ("lora", "qlora")) else wb
-    if sc.optimizer in _STATE_PER_PARAM:
-        optim = P_train * sb * _STATE_PER_PARAM[sc.optimizer]
-    elif sc.optimizer == "adam8bit":
-        optim = P_train * (2 + 2 * 4 / 2048)
-    else:  # adafactor: factored second moment of matrices (rows + columns), no first moment
-        mats = (pc.linear_weights if sc.trainable == "all" else 0)
-        if sc.trainable == "all":
-            shape_sum = L * (spec.hidden_size * 2 + spec.q_dim + spec.kv_dim * 2 + spec.hidden_size) \
-                + L * spec.num_experts * (spec.hidden_size + spec.intermediate_size) * (3 if spec.mlp == "gated" else 2)
-            optim = (P_train - mats) * sb + shape_sum * sb
-        else:
-            optim = P_train * sb * 0.05
-    optim *= sh["optim"]
-
-    # ---- optimizer step temporaries
-    largest = max(V * d, spec.intermediate_size * d)
-    if sc.optimizer in ("adam", "adamw"):
-        if sc.impl == "foreach":
-            step_tmp = P_train * sb * sh["optim"] * (1 + (0 if (sc.optimizer == "adamw" or not sc.weight_decay) else 1))
-        elif sc.impl == "fused":
-            step_tmp = 0
-        else:
-            step_tmp = 2 * min(largest, P_train) * sb
-    elif sc.optimizer == "adafactor":
-        step_tmp = 2 * min(largest, P_train) * 4
-    else:
-        step_tmp = 0
-
-    # ---- activations saved for backward
-    per = activation_bytes_per_layer(spec, sc)
-    inner = per.get("qkv", 0) + per.get("attn_out", 0) + per.get("lse", 0) + per.get("mlp", 0) + per.get("casts", 0) / 2
-    layer_bytes = tokens * (per["per_token"] - inner * (1 - sh["acts"]) + per["per_token_s"] * s * sh["acts"])
-    if sc.trainable == "lora" or sc.trainable == "qlora":
-        layer_bytes += tokens * sum(sc.lora_rank * c + o * c for _, o in _lora_targets_dims(spec, sc.lora_targets))
-    r = wb
-    if sc.checkpointing == "full":
-        saved_layer = tokens * r * d
-        recompute = layer_bytes
-    elif sc.checkpointing == "selective":
-        attn_part = tokens * (per.get("qkv", 0) + per.get("attn_out", 0) + per.get("lse", 0) + per["per_token_s"] * s)
-        saved_layer = layer_bytes - attn_part
-        recompute = attn_part
-    else:
-        saved_layer = layer_bytes
-        recompute = 0.0
-    embed_out = tokens * r * d * (1 if (sc.trainable == "all" and (spec.norm != "rmsnorm" or r == 4)) else 0)
-    final = tokens * d * ((4 if r < 4 else 0) + 2 * r if spec.norm == "rmsnorm" else (4 if ac else r))
-    acts_layers = saved_layer * train_layers
-    acts = embed_out + acts_layers + final
-    if sc.attention == "eager" and spec.family != "gpt":
-        acts += B * s * s * c                          # HF's 4-D float causal mask, shared by all layers
-    # autocast keeps bf16 copies of the weights it cast, for backward (freed layer by layer)
-    cast_w = 0.0
-    if ac:
-        cast_w = (pc.linear_weights * sh["weights"] + V * d) * c
-    # under full checkpointing the blocks save nothing, so their casts die when the autocast
-    # region ends; only the LM head's cast, saved by its matmul, lives into backward
-    cast_w_bwd = (V * d * c if ac else 0.0) if sc.checkpointing == "full" else cast_w
-    # ---- logits and loss
-    hf_upcast = spec.family != "gpt"
-    lsm_b = 4 if (hf_upcast or ac) else c
-    logit_kept = tokens * V * c if sc.keep_logits else 0
-    fwd_loss = tokens * V * (c + (4 if c < lsm_b or (hf_upcast and c < 4) else 0) + lsm_b)
-    bwd_loss = tokens * V * 3 * lsm_b
-    fwd_loss *= sh["acts"]                              # vocabulary-parallel logits under TP
-    bwd_loss *= sh["acts"]
-    head_grad = (V * d * gb if (sc.trainable == "all" and not spec.tie_embeddings) else 0)
-
-    # ---- phases (live tensor bytes)
-    bk = P_train * gb * sh["ddp_buckets"]             # DDP's gradient buckets, counted with the gradients
-    g0 = grads if sc.grad_accum > 1 else 0
-    T_layer = tokens * c * (2 * spec.intermediate_size * max(1, spec.experts_per_token) + 2 * d)
-    phases: dict[str, float] = {}
-    comp: dict[str, dict[str, float]] = {}
-
-    def put(name: str, **kw: float) -> None:
-        kw["gradients"] = kw.get("gradients", 0.0) + bk
-        comp[name] = kw
-        phases[name] = sum(kw.values())
-
-    W = dict(weights=weights, **{"master weights": master}, **{"optimizer states": optim})
-    put("forward (loss)", **W, gradients=g0, activations=acts, temporaries=cast_w,
-        logits=fwd_loss + (logit_kept if c != 4 and hf_upcast else 0))
-    put("backward (loss)", **W, gradients=g0, activations=acts, temporaries=cast_w_bwd, logits=bwd_loss + logit_kept)
-    put("backward (first layer)", **W, gradients=max(g0, head_grad), activations=acts,
-        temporaries=cast_w_bwd + recompute + T_layer, logits=logit_kept)
-    grads_layers = max(g0, grads - (V * d * gb if (spec.tie_embeddings is False and sc.trainable == "all") else 0))
-    put("backward (last layer)", **W, gradients=grads_layers, activations=embed_out + saved_layer,
-        temporaries=(cast_w_bwd / max(L, 1)) + recompute + T_layer, logits=logit_kept)
-    emb_tmp = V * d * gb if (sc.trainable == "all" and spec.tie_embeddings) else 0
-    put("backward (embedding)", **W, gradients=grads, activations=0, temporaries=emb_tmp, logits=logit_kept)
-    put("optimizer step", **W, gradients=grads, temporaries=step_tmp, logits=logit_kept)
-    peak_phase = max(phases, key=lambda k: phases[k])
-    components = {k: int(v) for k, v in comp[peak_phase].items()}
-    return Breakdown(components=components, peak_phase=peak_phase, phases={k: int(v) for k, v in phases.items()},
-                     scenario={"model": spec.name, **sc.to_dict()}, stage="train")
+    st = _make_step(spec, sc, pc, shard)
+    p_train, lora = trainable_params(st)
+    gb, _ = _state_bytes(st)
+    parts = dict(weights=training_weight_bytes(st, lora), grads=p_train * gb * st.sh["grads"],
+                 master=p_train * 4 * st.sh["optim"] if sc.master_weights else 0.0,
+                 optim=optimizer_bytes(st, p_train), step=step_temporaries(st, p_train),
+                 acts=activation_bytes(st), logits=logits_bytes(st))
+    buckets = p_train * gb * st.sh["ddp_buckets"]      # DDP's gradient buckets, counted with the gradients
+    phases = _phases(st, p_train, parts)
+    for comp in phases.values():
+        comp["gradients"] = comp.get("gradients", 0.0) + buckets
+    phases = {k: {c: int(b) for c, b in v.items()} for k, v in phases.items()}   # whole bytes, then sums
+    totals = {k: sum(v.values()) for k, v in phases.items()}
+    peak_phase = max(totals, key=lambda k: totals[k])
+    largest = max(st.tokens * spec.vocab_size * parts["logits"]["lsm"] * st.sh["acts"],
+                  st.tokens * spec.intermediate_size * st.c, spec.vocab_size * spec.hidden_size * max(gb, st.r))
+    return Breakdown(components=phases[peak_phase], peak_phase=peak_phase, phases=totals,
+                     scenario={"model": spec.name, **sc.to_dict()},
+                     stage="train", largest=int(largest))

@@ -16,16 +16,26 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["GPU", "gpu_catalog", "get_gpu", "match_gpu", "DTYPES"]
+__all__ = ["GPU", "gpu_catalog", "get_gpu", "match_gpu", "DTYPES", "VENDOR_SHORTFALL", "ECC_GDDR_FRACTION"]
 
 #: Data-type keys used for ``GPU.peak_flops`` (FLOP/s, or OP/s for integer types).
 DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "fp4")
 
+#: What a device reports below its vendor size read in GiB: the larger of the two recorded
+#: readings, H100 80GB (80 GiB − 85,017,493,504 B = 881,852,416 B, 1.03 %) and T4 (15 GiB after
+#: ECC − 14.56 GiB = 0.44 GiB); applied to catalogue entries with no device reading.
+VENDOR_SHORTFALL = (0.0103, 472_446_402)
+#: GDDR memory with ECC on (T4, A10G, L4, L40S) keeps 1/16 for the check bits: T4 16 GiB → 15 GiB.
+ECC_GDDR_FRACTION = 1 / 16
+
 
 @dataclass(frozen=True)
 class GPU:
-    """One GPU model.  ``memory_bytes`` in bytes (datasheet GB = 10⁹ B), ``bandwidth`` in
-    bytes/s, ``peak_flops[dtype]`` dense tensor-core (or CUDA-core for fp32/fp64) FLOP/s."""
+    """One GPU model.  ``memory_bytes``: capacity in bytes as the device reports it
+    (``memory_kind="device-reported"``) or the vendor's size in GiB where no reading exists
+    (``"vendor-binary"``); ``usable_bytes`` is what fits checks use.  ``memory_label`` is the
+    marketing name ("80 GB HBM3").  ``bandwidth`` in bytes/s, ``peak_flops[dtype]`` dense
+    tensor-core (or CUDA-core for fp32/fp64) FLOP/s; empty for capacity-only entries."""
 
     key: str
     name: str
@@ -37,6 +47,24 @@ class GPU:
     aliases: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    memory_label: str = ""
+    memory_kind: str = "device-reported"
+    ecc_gddr: bool = False
+
+    @property
+    def usable_bytes(self) -> int:
+        """Bytes a process can use: the device's reading, or the vendor size less ECC and
+        :data:`VENDOR_SHORTFALL`.  Defined in Chapter 0, "Bytes, GB and GiB"."""
+        if self.memory_kind == "device-reported":
+            return self.memory_bytes
+        b = self.memory_bytes * (1 - ECC_GDDR_FRACTION) if self.ecc_gddr else self.memory_bytes
+        frac, floor = VENDOR_SHORTFALL
+        return int(b - max(b * frac, floor))
+
+    @property
+    def rates_known(self) -> bool:
+        """Whether peak rates are catalogued (capacity-only entries have none)."""
+        return bool(self.peak_flops)
 
     def supports(self, dtype: str) -> bool:
         """Whether the tensor cores (or CUDA cores, for fp32/fp64) run ``dtype`` natively."""
@@ -44,7 +72,7 @@ class GPU:
 
 
 def _validate(key: str, e: dict) -> GPU:
-    missing = {"name", "memory_gb", "bandwidth_gb_s", "peak_tflops", "sources"} - set(e)
+    missing = {"name", "memory_gb", "memory", "bandwidth_gb_s", "peak_tflops", "sources"} - set(e)
     if missing:
         raise ValueError(f"gpus.json entry {key!r} lacks {sorted(missing)}")
     flops = {}
@@ -52,8 +80,13 @@ def _validate(key: str, e: dict) -> GPU:
         if dt not in DTYPES:
             raise ValueError(f"gpus.json entry {key!r}: unknown dtype {dt!r}; known: {DTYPES}")
         flops[dt] = float(v) * 1e12
+    mem = e["memory"]
+    if mem.get("kind") not in ("device-reported", "vendor-binary") or not isinstance(mem.get("bytes"), int):
+        raise ValueError(f"gpus.json entry {key!r}: memory needs integer 'bytes' and kind "
+                         "'device-reported' or 'vendor-binary'")
     return GPU(
-        key=key, name=e["name"], memory_bytes=int(round(float(e["memory_gb"]) * 1e9)),
+        key=key, name=e["name"], memory_bytes=mem["bytes"], memory_label=mem.get("label", ""),
+        memory_kind=mem["kind"], ecc_gddr=bool(mem.get("ecc_gddr", False)),
         bandwidth=float(e["bandwidth_gb_s"]) * 1e9, peak_flops=flops,
         architecture=e.get("architecture", ""), compute_capability=e.get("compute_capability", ""),
         aliases=tuple(e.get("aliases", ())), sources=dict(e["sources"]), notes=e.get("notes", ""),

@@ -1,0 +1,111 @@
+"""Will it fit? Capacities in device bytes, the never-optimistic solver against the recorded
+OOM boundaries, the ``vramlib fit`` command, and clear errors on bad input (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vramlib.estimate import (CUDA_CONTEXT_BYTES, capacity_bytes, estimate_training, fit, load_model_config,
+                              max_batch, needed_bytes)
+from vramlib.hardware.gpus import get_gpu, gpu_catalog
+from vramlib.core.records import load_record
+
+
+def test_capacities_are_device_bytes():
+    # the book's own recorded runs (benchmarks/results/cuda_context_h100.json, ..._h200.json)
+    for key, rec in (("h100-sxm", "cuda_context_h100"), ("h200-sxm", "cuda_context_h200")):
+        g = get_gpu(key)
+        recorded = load_record(rec).provenance.memory_bytes
+        assert g.memory_bytes == g.usable_bytes == recorded and g.memory_kind == "device-reported"
+    assert get_gpu("h100-sxm").usable_bytes == 85_017_493_504
+    assert get_gpu("H200").usable_bytes == 150_109_880_320
+    for g in gpu_catalog().values():
+        assert g.memory_label and "memory_bytes" in g.sources and g.usable_bytes <= g.memory_bytes
+        if g.memory_kind == "vendor-binary":   # discounted below the vendor's GiB figure
+            assert g.usable_bytes < g.memory_bytes
+    for name in ("RTX 3090", "RTX 4090", "RTX 5090", "A10G", "L4", "L40S", "A100-SXM4-40GB", "A100 80GB PCIe",
+                 "H100 NVL", "MI300X", "B200", "T4"):
+        assert get_gpu(name).usable_bytes > 0
+    # a "16 GB" T4 holds less than 16·10⁹ B, let alone 16 GiB: ECC and the driver take their share
+    assert get_gpu("t4").usable_bytes < 16 * 10**9 < 16 * 2**30
+    assert not get_gpu("rtx-3090").rates_known and get_gpu("h100-sxm").rates_known
+
+
+def test_fits_uses_usable_bytes():
+    from vramlib.estimate.reserve import estimate_margin
+    b = estimate_training("llama-3.2-1b", 2, 1024, weights_dtype="bf16")
+    need = needed_bytes(b, CUDA_CONTEXT_BYTES)
+    assert need == b.total_reserved + estimate_margin(b)     # fits() and the solver agree
+    assert b.fits(need) and not b.fits(need - 1)
+    with pytest.raises(ValueError, match="capacity"):
+        b.fits(0)
+
+
+def test_solver_never_optimistic_on_recorded_boundaries():
+    from vramlib.estimate.fitcheck import fit_check
+    rec = load_record("fit_gpu")
+    assert rec and rec.provenance.device.startswith("NVIDIA")
+    out = fit_check(rec)
+    assert len(out["rows"]) >= 20
+    for r in out["rows"]:
+        assert r["pred"] <= r["true"], r          # never above the true largest batch
+    assert out["tuning"]["optimistic"] == out["held-out"]["optimistic"] == 0
+    assert min(r["ratio"] for r in out["rows"]) > 0.6
+    trained = [r for r in out["rows"] if not r["recipe"].startswith("gen-")]
+    assert max(abs(r["peak_err"]) for r in trained) < 0.05
+
+
+def test_fit_answer_and_margin():
+    a = fit("llama-3-8b", "h100-sxm", weights_dtype="bf16", trainable="lora", checkpointing="full")
+    assert a.value > 0 and 0 <= a.margin < a.capacity and a.needed <= a.capacity < a.next_needed
+    assert "largest batch" in a.line()
+    none = fit("llama-3-70b", "t4", weights_dtype="bf16")
+    assert none.value == 0 and "does not fit" in none.line()
+    ctx = fit("llama-3.2-1b", "rtx-4090", stage="inference", what="context", batch=2, new_tokens=64)
+    assert ctx.value > 1000
+
+
+def test_cli_fit_and_estimate():
+    run = lambda *a: subprocess.run([sys.executable, "-m", "vramlib", *a], capture_output=True, text=True)  # noqa: E731
+    r = run("fit", "llama-3-8b", "--gpu", "h100-sxm", "--trainable", "qlora", "--checkpointing", "full", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["value"] > 0 and d["needed"] <= d["capacity"] == get_gpu("h100-sxm").usable_bytes
+    # the reported bug: TP 8 + selective checkpointing printed phases of -340 GB
+    r = run("estimate", "llama-3-8b", "--gpus", "8", "--tp", "8", "--checkpointing", "selective", "--attention",
+            "eager", "--seq", "8192", "--json")
+    assert r.returncode == 0 and min(json.loads(r.stdout)["phases"].values()) > 0
+    r = run("fit", "gpt2", "--gpu", "t4", "--trainable", "lora", "--lora-targets", "gate", "--seq", "512")
+    assert r.returncode == 2 and "lora_targets" in r.stderr and "Traceback" not in r.stderr
+    r = run("estimate", "gpt2", "--seq", "128", "--batch", str(10**30))
+    assert r.returncode == 2 and "batch" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_configs_give_clear_errors(tmp_path):
+    base = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 128, "vocab_size": 100}
+    assert load_model_config({**base, "tie_word_embeddings": "false"}).tie_embeddings is False
+    assert load_model_config({**base, "tie_word_embeddings": "True"}).tie_embeddings is True
+    with pytest.raises(ValueError, match="tie_word_embeddings"):
+        load_model_config({**base, "tie_word_embeddings": "yes"})
+    with pytest.raises(ValueError, match="hidden_size"):
+        load_model_config({**base, "hidden_size": 10**400})
+    with pytest.raises(ValueError, match="hidden_size"):
+        load_model_config({**base, "hidden_size": 1e308})
+    deep = tmp_path / "config.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nested"):
+        load_model_config(str(deep))
+    with pytest.raises(ValueError, match="lora_targets"):
+        estimate_training("gpt2", 1, 128, trainable="lora", lora_targets="gate")
+
+
+def test_needed_bytes_adds_reserve_and_context():
+    b = estimate_training("qwen2-0.5b", 4, 512, weights_dtype="bf16")
+    assert needed_bytes(b, 0) > b.peak
+    assert needed_bytes(b, CUDA_CONTEXT_BYTES) - needed_bytes(b, 0) == CUDA_CONTEXT_BYTES
+    assert capacity_bytes(123) == 123 and capacity_bytes("h200-sxm") == 150_109_880_320

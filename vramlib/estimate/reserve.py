@@ -1,0 +1,77 @@
+"""How much more than the live tensors a run needs to fit: the caching allocator's reserve at the
+limit, and the margin for the estimator's own error.
+
+Far from the limit, torch's caching allocator keeps freed blocks for reuse, so the memory it
+reserves runs 2–40 % above the live tensors (``benchmarks/results/estimator_gpu_fresh.json``,
+median 9.4 %).  Near the limit it behaves differently: when ``cudaMalloc`` fails it frees every
+cached block that is not in use and tries again, so a run fails only when the free pieces left
+*inside* the segments that still hold live tensors cannot take the next request.  In the
+bisection (``fit_gpu.json``, 111 trials on an H200) the allocator had flushed its cache
+(``num_alloc_retries`` > 0) in 14 of the 23 largest batches that fitted and in all 54 that did
+not: at the limit the far-from-limit reserve is gone and only this residue counts.  That residue
+grows with the size of the largest single request (a block must be contiguous) and a little
+with the number of segments, not with the total.  The model, per run:
+
+    needed = peak + ESTIMATE_MARGIN[stage] × (modelled part of the peak) + reserve + RESERVE_FLOOR
+    reserve = RESERVE_LARGEST[checkpointing] × largest           (training)
+            = RESERVE_GENERATE × (peak − weights)                (generation)
+
+``largest`` is the biggest single tensor the step allocates (the fp32 logits, an MLP
+intermediate, the embedding matrix's gradient, a KV-cache layer), reported by the estimator as
+``Breakdown.largest``.  The constants are fitted on the "tuning" half of the bisection grid in
+``benchmarks/results/fit_gpu.json`` (``benchmarks/validate_fit.py``) so that no tuning case is
+predicted above its true largest batch, and checked on the held-out half.
+
+Defined in Part I, "The calculator".
+"""
+
+from __future__ import annotations
+
+from .breakdown import Breakdown
+
+__all__ = ["ESTIMATE_MARGIN", "RESERVE_LARGEST", "RESERVE_GENERATE", "RESERVE_FLOOR", "allocator_reserve",
+           "estimate_margin", "needed_bytes"]
+
+#: Relative margin for the estimator's own error by stage, applied to the bytes that come from
+#: formulas (activations, logits, temporaries, KV cache; weights, gradients and optimizer
+#: states are exact counts): the largest underestimate on the tuning half of ``fit_gpu.json``
+#: in those units (training: smollm2-135m LoRA, 3.9 %; generation: smollm2-135m static, 3.2 %),
+#: rounded up.
+ESTIMATE_MARGIN = {"train": 0.04, "inference": 0.035}
+_MODELLED = ("activations", "logits", "temporaries", "kv cache")
+#: Training: the allocator's reserve at the limit in units of the largest single allocation,
+#: by checkpointing.  Bisection brackets the reserve each tuning case needed; the design
+#: value is the largest upper end over the tuning cases (no checkpointing: qwen2-0.5b, 0.92;
+#: full checkpointing: qwen2-0.5b, 0.24).  ``selective`` has no bisection yet and takes the
+#: larger value.
+RESERVE_LARGEST = {"none": 0.92, "selective": 0.92, "full": 0.24}
+#: Generation: the reserve as a fraction of the peak's non-weight bytes (cache, activations,
+#: logits).  From the unconstrained generation runs (``estimator_gpu_fresh.json``, reserved
+#: minus allocated at the peak over peak minus weights: 0.14–0.54), their maximum rounded up;
+#: a run capped at its unconstrained reservation fits, so this bound is safe, and every
+#: bisection generation case is held out from it.
+RESERVE_GENERATE = 0.55
+#: Allowance for allocations no estimate lists (cuBLAS workspaces allocated through the caching
+#: allocator, the small pool's 2 MiB segments): chosen, not fitted.
+RESERVE_FLOOR = 128 << 20
+
+
+def allocator_reserve(b: Breakdown) -> int:
+    """The caching allocator's reserve at the limit for the run ``b`` (see the module text).
+    Defined in Part I, "The calculator"."""
+    if b.stage == "train":
+        return int(RESERVE_LARGEST[b.scenario.get("checkpointing", "none")] * b.largest + RESERVE_FLOOR)
+    return int(RESERVE_GENERATE * (b.peak - b.components["weights"]) + RESERVE_FLOOR)
+
+
+def estimate_margin(b: Breakdown) -> int:
+    """Bytes added for the estimator's own error: :data:`ESTIMATE_MARGIN` of the modelled part.
+    Defined in Part I, "The calculator"."""
+    margin = ESTIMATE_MARGIN["train" if b.stage == "train" else "inference"]
+    return int(sum(b.components[k] for k in _MODELLED) * margin)
+
+
+def needed_bytes(b: Breakdown, cuda_context: int) -> int:
+    """Bytes a card must have for the run ``b`` to fit: its peak with the estimator's margin, the
+    allocator's reserve at the limit, and the CUDA context.  Defined in Part I, "The calculator"."""
+    return b.peak + estimate_margin(b) + allocator_reserve(b) + cuda_context
