@@ -37,7 +37,9 @@ from vramlib.estimate.config import from_gpt_config  # noqa: E402
 from vramlib.estimate.moe import moe_mlp_saved_bytes, moe_params, moe_prefill_transient_bytes  # noqa: E402
 from vramlib.estimate.serving import (kv_allocation, request_lengths,  # noqa: E402
                                       serving_memory_plan)
-from vramlib.measure.generate import KVCache, decode_step, generate, kv_cache_bytes, prefill  # noqa: E402
+from vramlib.estimate import load_model_config  # noqa: E402
+from vramlib.estimate.inference import kv_cache_bytes  # noqa: E402
+from vramlib.measure.generate import KVCache, decode_step, generate, prefill  # noqa: E402
 from vramlib.models import GPT, GPTConfig  # noqa: E402
 from vramlib.core.records import write_record  # noqa: E402
 from vramlib.measure.serving import BlockPool, PagedKVCache, QuantizedKVCache, moe_gpt  # noqa: E402
@@ -90,7 +92,7 @@ def paged(dev, small):
         a, b = decode_step(model, t, c), decode_step(model, t, pc)
         diff = max(diff, (a - b).abs().max().item())
         t = a.argmax(-1)
-    per_tok = kv_cache_bytes(cfg.n_layer, 1, 1, cfg.n_kv_head, cfg.head_dim, 4)
+    per_tok = int(kv_cache_bytes(load_model_config(cfg), 1, 1, "fp32"))
     return {"model": repr(cfg), "dtype": "fp32", "block_size": bs, "max_len": max_len, "lengths": lens,
             "kv_per_token": per_tok, "allocation_tokens": alloc,
             "contiguous": {"predicted": alloc["contiguous"] * per_tok, "measured": rc.end},
@@ -296,7 +298,7 @@ def moe(dev, small):
             "params_estimator": spec_p, "train": {"measured": rt.peak, "predicted": pred_train,
                                                   "moe_activations": moe_act, "expert_counts": counts},
             "generate": {"measured": rg.peak, "weights": W, "prompt": prompt, "new": new,
-                         "kv": kv_cache_bytes(cfg.n_layer, B, prompt + new, cfg.n_kv_head, cfg.head_dim, 4),
+                         "kv": int(kv_cache_bytes(load_model_config(cfg), B, prompt + new, "fp32")),
                          "expert_counts_last_step": counts_gen, "prefill_transient": pf}}
 
 
