@@ -28,10 +28,7 @@ from vramlib.estimate import (RESERVE_FRACTION, estimate_inference, estimate_tra
 from vramlib.estimate.inference import WEIGHT_FORMATS
 from vramlib.estimate.training import ATTENTION, CHECKPOINTING, OPTIMIZERS
 
-try:
-    from vramlib.gpus import get_gpu, gpu_catalog
-except ImportError:  # the catalogue's new home (vramlib.hardware)
-    from vramlib.hardware.gpus import get_gpu, gpu_catalog  # type: ignore[no-redef]
+from vramlib.hardware.gpus import get_gpu, gpu_catalog
 
 #: Where a pasted config.json goes (relative to the current directory), and the name it gets.
 PASTED = "my-model/config.json"
