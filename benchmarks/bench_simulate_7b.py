@@ -14,12 +14,7 @@ Defined in Part I, "Three ways to know: formula, simulation, measurement".
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import resource
-import sys
 import time
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
@@ -42,10 +37,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     t_import = time.perf_counter()
     import torch
-    import transformers
+    import transformers  # noqa: F401  (its import time is part of the measurement)
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from vramlib.simulate import simulate
+    from vramlib.core.records import write_record
+    from vramlib.measure.simulate import simulate
     t_import = time.perf_counter() - t_import
 
     cfg = LlamaConfig(**LLAMA2_7B)
@@ -80,17 +76,13 @@ def main(argv: list[str] | None = None) -> dict:
         what="simulate two training steps of a Llama-2-7B-architecture model, batch %d, seq %d" % (a.batch, a.seq),
         config=LLAMA2_7B, batch=a.batch, seq=a.seq, steps=a.steps, rows=rows,
         import_seconds=round(t_import, 2), peak_rss_mib=round(rss_mib(), 1),
-        provenance=dict(device="cpu (simulated: fake tensors)", date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                        machine=platform.machine(), processor=platform.processor() or platform.machine(),
-                        cpus=os.cpu_count(), python=sys.version.split()[0], torch=torch.__version__,
-                        transformers=transformers.__version__),
     )
     print(f"peak RSS of the whole process: {out['peak_rss_mib']:.0f} MiB (limit 2048 MiB); "
           f"slowest case {max(r['seconds'] for r in rows):.1f} s (limit 60 s)")
     if a.out:
-        os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-        with open(a.out, "w") as f:
-            json.dump(out, f, indent=1)
+        config = out.pop("config")
+        write_record(a.out, out, config, "cpu", simulated="fake tensors")
+        out["config"] = config
         print("wrote", a.out)
     return out
 

@@ -14,10 +14,6 @@ Used by Part II, "Pruning", section "2:4 semi-structured sparsity".  Runs in < 1
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -26,22 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vramlib import pick_device  # noqa: E402
-from vramlib.prune import magnitude_mask, median_times, nm_mask  # noqa: E402
+from vramlib.core.records import records_dir, write_record  # noqa: E402
+from vramlib.compress.prune import magnitude_mask, nm_mask  # noqa: E402
+from vramlib.hardware.timing import time_interleaved  # noqa: E402
 
-
-def provenance(device: torch.device) -> dict:
-    info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "host_cpu": platform.processor()}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(device=props.name, compute_capability=f"{props.major}.{props.minor}",
-                    cuda=torch.version.cuda, memory_bytes=props.total_memory)
-        try:
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
-        except Exception as e:  # noqa: BLE001
-            info["driver"] = f"unknown ({type(e).__name__})"
-    return info
+RECORDS = records_dir()
 
 
 def semi_structured(device: torch.device, sizes: list[int], tokens: int, repeat: int) -> list[dict]:
@@ -57,8 +42,8 @@ def semi_structured(device: torch.device, sizes: list[int], tokens: int, repeat:
                 X = torch.randn(n, tokens, device=device, dtype=dtype)
                 Ws = to_sparse_semi_structured(W24)
                 err = (torch.mm(Ws, X) - W24 @ X).abs().max().item()
-                t = median_times({"dense": lambda: W @ X, "masked": lambda: W24 @ X,
-                                  "semi": lambda: torch.mm(Ws, X)}, repeat=repeat)
+                t = time_interleaved({"dense": lambda: W @ X, "masked": lambda: W24 @ X,
+                                  "semi": lambda: torch.mm(Ws, X)}, repeats=repeat)
                 rows.append({"kind": "2:4 semi-structured", "dtype": str(dtype).replace("torch.", ""), "n": n,
                              "tokens": tokens, "dense_ms": round(t["dense"] * 1e3, 4),
                              "masked_dense_ms": round(t["masked"] * 1e3, 4), "sparse_ms": round(t["semi"] * 1e3, 4),
@@ -80,8 +65,8 @@ def csr(device: torch.device, n: int, tokens: int, repeat: int) -> list[dict]:
     for s in (0.5, 0.8, 0.9, 0.95, 0.99):
         Wm = W * magnitude_mask(W, s)
         Wc = Wm.to_sparse_csr()
-        t = median_times({"dense": lambda: W @ X, "masked": lambda: Wm @ X,
-                          "csr": lambda: torch.sparse.mm(Wc, X)}, repeat=repeat)
+        t = time_interleaved({"dense": lambda: W @ X, "masked": lambda: Wm @ X,
+                          "csr": lambda: torch.sparse.mm(Wc, X)}, repeats=repeat)
         rows.append({"kind": "CSR fp32", "n": n, "tokens": tokens, "sparsity": s,
                      "dense_ms": round(t["dense"] * 1e3, 4), "masked_dense_ms": round(t["masked"] * 1e3, 4),
                      "sparse_ms": round(t["csr"] * 1e3, 4), "speedup": round(t["dense"] / t["csr"], 3)})
@@ -90,7 +75,7 @@ def csr(device: torch.device, n: int, tokens: int, repeat: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "compress_prune_gpu.json")
+    ap.add_argument("--out", type=Path, default=RECORDS / "compress_prune_gpu.json")
     ap.add_argument("--small", action="store_true", help="CPU-sized run (also the default off CUDA)")
     args = ap.parse_args()
     device = pick_device()
@@ -101,9 +86,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
     results = semi_structured(device, config["sizes"], config["tokens"], config["repeat"])
     results += csr(device, config["csr_n"], config["tokens"], config["repeat"])
-    out = {"provenance": provenance(device), "config": config, "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_record(args.out, {"rows": results}, config, device)
     for r in results:
         print(r)
     print(f"wrote {args.out}")

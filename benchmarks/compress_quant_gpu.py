@@ -19,32 +19,22 @@ Runs in well under 3 minutes on an H100.
 from __future__ import annotations
 
 import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vramlib import param_bytes, pick_device, track_memory, zoo  # noqa: E402
-from vramlib import quant as Q  # noqa: E402
+from vramlib import param_bytes, pick_device, track_memory  # noqa: E402
+from vramlib.compress import quant as Q  # noqa: E402
+from vramlib.core.records import records_dir, write_record  # noqa: E402
+from vramlib.hardware.timing import time_fn  # noqa: E402
+from vramlib.models import zoo  # noqa: E402
 
 
 def bench_matmul(device: torch.device, n: int, reps: int) -> dict:
     out: dict = {"n": n}
     a32, b32 = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-
-    def timeit(fn) -> float:
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t0) / reps
 
     flops = 2 * n ** 3
     cases = {"fp32": lambda: a32 @ b32}
@@ -64,7 +54,7 @@ def bench_matmul(device: torch.device, n: int, reps: int) -> dict:
             out["fp8 e4m3 (_scaled_mm)"] = {"skipped": repr(e)}
     for name, fn in cases.items():
         try:
-            s = timeit(fn)
+            s = time_fn(fn, device, warmup=1, repeats=reps, min_seconds=0).median
             out[name] = {"seconds": s, "tflops_or_tops": flops / s / 1e12}
         except Exception as e:  # noqa: BLE001 — unsupported dtype/kernel on this device
             out[name] = {"skipped": repr(e)[:300]}
@@ -72,7 +62,7 @@ def bench_matmul(device: torch.device, n: int, reps: int) -> dict:
 
 
 def main() -> None:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results" / "compress_quant_gpu.json"
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else records_dir() / "compress_quant_gpu.json"
     device = pick_device()
     full = device.type == "cuda"
     lm, data = zoo.load_char_lm(device)
@@ -101,15 +91,10 @@ def main() -> None:
         except torch.cuda.OutOfMemoryError as e:  # pragma: no cover - GPU only
             results[name] = {"skipped": f"OOM: {e}"}
     mm = bench_matmul(device, 8192 if full else 512, 20 if full else 3)
-    prov = {"device": torch.cuda.get_device_name(device) if full else platform.processor() or platform.machine(),
-            "driver": torch.version.cuda if full else None, "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "python": platform.python_version()}
-    out = {"provenance": prov, "config": {"n_windows": n_windows, "lm_config": zoo.CHAR_LM_CONFIG,
-                                          "scale": "full" if full else "small"},
-           "lm": results, "matmul": mm}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    config = {"n_windows": n_windows, "lm_config": zoo.CHAR_LM_CONFIG,
+              "scale": "full" if full else "small"}
+    write_record(path, {"lm": results, "matmul": mm}, config, device)   # device, driver, CUDA: typed
+    print(json.dumps({"lm": results, "matmul": mm}, indent=2))
 
 
 if __name__ == "__main__":

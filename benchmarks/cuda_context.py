@@ -13,14 +13,13 @@ idle GPU; it writes JSON with provenance.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vramlib.records import provenance  # noqa: E402
+from vramlib.core.records import records_dir, write_record  # noqa: E402
 
 
 def outside_allocator() -> int:
@@ -48,16 +47,13 @@ def main() -> int:
     torch.cuda.synchronize()
     stages["after first fused attention (SDPA)"] = outside_allocator()
     out = {
-        "provenance": provenance("cuda"),
         "bytes_outside_allocator": stages,
         "note": "device memory in use minus torch's reserved memory, in one fresh process",
     }
     for k, v in stages.items():
         print(f"{k:48s} {v / 2**20:8.1f} MiB")
-    name = out["provenance"]["device"]["name"].split()[1].lower() if args.out is None else None
-    path = Path(args.out or f"benchmarks/results/cuda_context_{name}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    name = torch.cuda.get_device_name().split()[1].lower() if args.out is None else None
+    path = write_record(args.out or records_dir() / f"cuda_context_{name}.json", out, {}, "cuda")
     print("wrote", path)
     return 0
 

@@ -1,7 +1,7 @@
 """Report a bisection record of ``benchmarks/validate_fit.py`` against the current estimator
 (no GPU needed), through :func:`vramlib.estimate.fitcheck.fit_check`.
 
-Run: ``python benchmarks/validate_fit.py --from-json benchmarks/results/fit_gpu.json``.
+Run: ``python benchmarks/validate_fit.py --from-json vramlib/data/records/fit_gpu.json``.
 Defined in Part I, "The calculator".
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 from vramlib.estimate.fitcheck import fit_check
 
 
-def report(record: dict) -> dict[str, Any]:
+def report(record: Any) -> dict[str, Any]:
     out = fit_check(record)
     print(f"{'case':4s} {'model':15s} {'recipe':15s} {'true':>5s} {'pred':>5s} {'ratio':>6s} {'peak err':>9s}")
     for r in out["rows"]:

@@ -15,7 +15,6 @@ Defined in Part III, "Measure your own device" and "When low bits are not faster
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -28,9 +27,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import torch  # noqa: E402
 
-from vramlib import bench as B  # noqa: E402
-from vramlib.device import pick_device  # noqa: E402
-from vramlib.gpus import match_gpu  # noqa: E402
+from vramlib.core.records import records_dir, write_record  # noqa: E402
+from vramlib.hardware import bench as B  # noqa: E402
+from vramlib.core.device import pick_device  # noqa: E402
+from vramlib.hardware.gpus import match_gpu  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -75,9 +75,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)  # per-core figures, as in the chapters
     cfg["torch_threads"] = torch.get_num_threads()
     t_start = time.perf_counter()
-    prov = B.provenance(dev)
-    gpu = match_gpu(prov["device"]["name"]) if dev.type == "cuda" else None
-    out = {"provenance": prov, "config": cfg, "catalog_gpu": gpu.key if gpu else None,
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else str(dev)
+    gpu = match_gpu(name) if dev.type == "cuda" else None
+    out = {"catalog_gpu": gpu.key if gpu else None,
            "cpu_features": B.cpu_features(), "errors": []}
     timing = cfg["timing"]
 
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     def first_matmul_workspace():
         # Must run first, in a fresh process: the first matrix product of a thread makes cuBLAS
         # allocate its workspace through torch's caching allocator, and it stays for good.
-        from vramlib.tracker import track_memory
+        from vramlib.measure.tracker import track_memory
         with track_memory(dev) as rep:
             a = torch.randn(64, 64, device=dev)
             c = a @ a
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     step("weight_only", lambda: B.weight_only_matmul(cfg["wo_ms"], n, k, dev, group=cfg["group"], **timing))
 
     def runtime_mem():
-        from vramlib.lowbit import runtime_memory
+        from vramlib.measure.runtime import runtime_memory
         from vramlib.models import GPTConfig
         gcfg = GPTConfig(**cfg["gpt"])
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -157,9 +157,8 @@ def main(argv=None) -> int:
 
     path = args.out
     if path is None:
-        tag = gpu.key if gpu else re.sub(r"[^a-z0-9]+", "-", prov["device"]["name"].lower()).strip("-")[:40]
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"hardware_{tag}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tag = gpu.key if gpu else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+        path = records_dir() / f"hardware_{tag}.json"
 
     def clean(o):
         if isinstance(o, float) and not math.isfinite(o):
@@ -169,8 +168,7 @@ def main(argv=None) -> int:
         if isinstance(o, (list, tuple)):
             return [clean(v) for v in o]
         return o
-    with open(path, "w") as f:
-        json.dump(clean(out), f, indent=1)
+    write_record(path, clean(out), cfg, dev)
     print(f"wrote {path} in {out['total_seconds']:.0f} s; {len(out['errors'])} error(s)")
     for r in out.get("matmul") or []:
         pct = f"{r['pct_of_peak']:.0f}% of peak" if r.get("pct_of_peak") else ""

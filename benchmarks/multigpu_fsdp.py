@@ -3,7 +3,7 @@
     torchrun --standalone --nproc_per_node 2 benchmarks/multigpu_fsdp.py --out benchmarks/results/multigpu_fsdp.json
     torchrun --standalone --nproc_per_node 2 benchmarks/multigpu_fsdp.py --cpu --out /tmp/fsdp_cpu.json   # rehearsal (gloo)
 
-Each rank runs vramlib.distributed.fsdp_rank_step (the code of Part I, "Beyond one GPU"): its
+Each rank runs vramlib.measure.distributed.fsdp_rank_step (the code of Part I, "Beyond one GPU"): its
 parameter, gradient and Adam-state shards are read exactly from the local shards; the step's
 peak comes from the CUDA allocator (on the CPU storage accounting cannot see inside FSDP's
 sharded tensors).  Rank 0 writes the JSON with provenance and the ZeRO-3 prediction 16P/N.
@@ -22,9 +22,9 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vramlib.distributed import fsdp_rank_step  # noqa: E402
+from vramlib.measure.distributed import fsdp_rank_step  # noqa: E402
 from vramlib.models import GPTConfig  # noqa: E402
-from vramlib.records import write_record  # noqa: E402
+from vramlib.core.records import write_record  # noqa: E402
 
 
 def main(argv=None) -> int:

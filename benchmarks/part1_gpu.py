@@ -24,12 +24,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vramlib import pick_device, seed_everything, track_memory  # noqa: E402
-from vramlib.generate import KVCache, decode_step, kv_cache_bytes, prefill  # noqa: E402
-from vramlib.lora import apply_lora, trainable_params  # noqa: E402
+from vramlib.estimate import load_model_config  # noqa: E402
+from vramlib.estimate.inference import kv_cache_bytes  # noqa: E402
+from vramlib.measure.generate import KVCache, decode_step, prefill  # noqa: E402
+from vramlib.compress.lora import apply_lora, trainable_params  # noqa: E402
 from vramlib.models import GPT, GPTConfig  # noqa: E402
-from vramlib.qstore import quantize_linears  # noqa: E402
-from vramlib.records import write_record  # noqa: E402
-from vramlib.stagemem import finetune_activation_bytes, gpt_train_peak_bytes, rule_a7  # noqa: E402
+from vramlib.compress.qstore import quantize_linears  # noqa: E402
+from vramlib.core.records import write_record  # noqa: E402
+from vramlib.measure.stagemem import finetune_activation_bytes, gpt_train_peak_bytes, rule_a7  # noqa: E402
 
 
 def _clean(dev):
@@ -50,7 +52,7 @@ def _fwd_bwd(model, x, dev):
 def anatomy(dev, small):
     if dev.type != "cuda":
         return None
-    from vramlib.allocator import cuda_context_bytes, fragmentation_demo
+    from vramlib.measure.allocator import cuda_context_bytes, fragmentation_demo
     return {"context": cuda_context_bytes(dev), "fragmentation": fragmentation_demo(dev, n=64, mib=20)}
 
 
@@ -156,7 +158,7 @@ def inference(dev, small):
     T = s + new - 1
     dec = max(10 * B * d * b, 2 * B * cfg.n_head * T * cfg.head_dim * b + B * V * b)
     return {"model": f"book GPT {cfg}", "batch": B, "prompt": s, "new": new, "dtype": "fp32",
-            "kv_cache": {"predicted": kv_cache_bytes(cfg.n_layer, B, s + new, cfg.n_kv_head, cfg.head_dim, b),
+            "kv_cache": {"predicted": int(kv_cache_bytes(load_model_config(cfg), B, s + new, "fp32")),
                          "measured": rc.end},
             "prefill": {"predicted": 10 * N * d * b, "measured": rp.peak},
             "decode": {"predicted": dec, "measured": rd.peak}}

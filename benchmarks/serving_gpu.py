@@ -1,5 +1,5 @@
 """The serving, MoE and OOM-debugging chapters' GPU measurements, in one run, as JSON with
-provenance (vramlib.records.write_record), plus a small memory snapshot to embed.
+provenance (vramlib.core.records.write_record), plus a small memory snapshot to embed.
 
     python benchmarks/serving_gpu.py --out-dir $OUT            # on a CUDA GPU (about 2 min on an H100)
     python benchmarks/serving_gpu.py --small --out-dir /tmp/s  # rehearsal on the CPU (GPU-only parts skipped)
@@ -37,12 +37,14 @@ from vramlib.estimate.config import from_gpt_config  # noqa: E402
 from vramlib.estimate.moe import moe_mlp_saved_bytes, moe_params, moe_prefill_transient_bytes  # noqa: E402
 from vramlib.estimate.serving import (kv_allocation, request_lengths,  # noqa: E402
                                       serving_memory_plan)
-from vramlib.generate import KVCache, decode_step, generate, kv_cache_bytes, prefill  # noqa: E402
+from vramlib.estimate import load_model_config  # noqa: E402
+from vramlib.estimate.inference import kv_cache_bytes  # noqa: E402
+from vramlib.measure.generate import KVCache, decode_step, generate, prefill  # noqa: E402
 from vramlib.models import GPT, GPTConfig  # noqa: E402
-from vramlib.records import write_record  # noqa: E402
-from vramlib.serving import BlockPool, PagedKVCache, QuantizedKVCache, moe_gpt  # noqa: E402
-from vramlib.stagemem import gpt_activation_bytes  # noqa: E402
-from vramlib.zoo import load_char_lm  # noqa: E402
+from vramlib.core.records import write_record  # noqa: E402
+from vramlib.measure.serving import BlockPool, PagedKVCache, QuantizedKVCache, moe_gpt  # noqa: E402
+from vramlib.measure.stagemem import gpt_activation_bytes  # noqa: E402
+from vramlib.models.zoo import load_char_lm  # noqa: E402
 
 HERE = Path(__file__).resolve()
 GiB = 2**30
@@ -90,7 +92,7 @@ def paged(dev, small):
         a, b = decode_step(model, t, c), decode_step(model, t, pc)
         diff = max(diff, (a - b).abs().max().item())
         t = a.argmax(-1)
-    per_tok = kv_cache_bytes(cfg.n_layer, 1, 1, cfg.n_kv_head, cfg.head_dim, 4)
+    per_tok = int(kv_cache_bytes(load_model_config(cfg), 1, 1, "fp32"))
     return {"model": repr(cfg), "dtype": "fp32", "block_size": bs, "max_len": max_len, "lengths": lens,
             "kv_per_token": per_tok, "allocation_tokens": alloc,
             "contiguous": {"predicted": alloc["contiguous"] * per_tok, "measured": rc.end},
@@ -160,7 +162,7 @@ class Llamaish:
 def plan_and_decode(dev, small):
     if dev.type != "cuda":
         return {"skipped": "needs CUDA"}, {"skipped": "needs CUDA"}
-    from vramlib.bench import copy_bandwidth
+    from vramlib.hardware.bench import copy_bandwidth
     seed_everything(0)
     _clean(dev)
     free0, total = torch.cuda.mem_get_info()
@@ -245,7 +247,7 @@ def kvquant(dev, small):
         out[f"{kind}-{gran}" if gran else kind] = {"loss": tot / ys.numel(), "bytes_b32_t64": c.nbytes(),
                                                    "allocated_b32_t64": r.end}
         del c
-    return {"model": "char LM (vramlib.zoo)", "windows": 64, "results": out}
+    return {"model": "char LM (vramlib.models.zoo)", "windows": 64, "results": out}
 
 
 # --------------------------------------------------------------------------- moe
@@ -296,7 +298,7 @@ def moe(dev, small):
             "params_estimator": spec_p, "train": {"measured": rt.peak, "predicted": pred_train,
                                                   "moe_activations": moe_act, "expert_counts": counts},
             "generate": {"measured": rg.peak, "weights": W, "prompt": prompt, "new": new,
-                         "kv": kv_cache_bytes(cfg.n_layer, B, prompt + new, cfg.n_kv_head, cfg.head_dim, 4),
+                         "kv": int(kv_cache_bytes(load_model_config(cfg), B, prompt + new, "fp32")),
                          "expert_counts_last_step": counts_gen, "prefill_transient": pf}}
 
 
@@ -407,7 +409,7 @@ def oom(dev, small, out_dir: Path):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out-dir", default="benchmarks/results")
+    ap.add_argument("--out-dir", default="vramlib/data/records")
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--only", default="")
     ap.add_argument("--child", default="")

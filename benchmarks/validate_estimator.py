@@ -21,12 +21,7 @@ allocated before the model was built (the cuBLAS workspace).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
-import json
-import platform
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,46 +30,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vramlib.estimate import (article_inference_rule, article_quantized_rule, article_simple_rule,  # noqa: E402
-                              article_training_rule, estimate_inference, estimate_training, load_model_config,
-                              num_params)
-from vramlib.estimate.training import activation_bytes_per_layer, TrainScenario  # noqa: E402
+from vramlib.core.records import provenance_line, read_record, write_record  # noqa: E402
+from vramlib.measure.validation import (HELD_OUT_MODELS, HF_MODELS, add_errors,  # noqa: E402
+                                        estimate_case, summarize)
 
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-# ---------------------------------------------------------------- model configs (HF, random weights)
-def _llama(name, d, L, h, kv, I, V=32000, tie=False, mt="llama", **kw):
-    c = {"model_type": mt, "hidden_size": d, "num_hidden_layers": L, "num_attention_heads": h,
-         "num_key_value_heads": kv, "intermediate_size": I, "vocab_size": V, "tie_word_embeddings": tie,
-         "max_position_embeddings": 4096, "_name": name}
-    c.update(kw)
-    return c
-
-
-def _bundled(name):
-    from vramlib.estimate.config import _bundled as b
-    return {**b()[name], "_name": name}
-
-
-HF_MODELS = {
-    "llama-0.3b": lambda: _llama("llama-0.3b", 1024, 16, 16, 4, 2816),
-    "llama-3.2-1b": lambda: _bundled("llama-3.2-1b"),
-    "qwen2-0.5b": lambda: _bundled("qwen2-0.5b"),
-    "mistral-0.4b": lambda: _llama("mistral-0.4b", 1024, 12, 16, 8, 3584, mt="mistral", sliding_window=4096),
-    "smollm2-135m": lambda: _bundled("smollm2-135m"),
-    "gpt2": lambda: _bundled("gpt2"),
-    "gpt2-medium": lambda: {**_bundled("gpt2-medium"), "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
-    "qwen2-1.5b": lambda: _bundled("qwen2.5-1.5b"),
-    "tinyllama-1.1b": lambda: _bundled("tinyllama-1.1b"),
-    "pythia-160m": lambda: _bundled("pythia-160m"),
-    "tiny-llama": lambda: _llama("tiny-llama", 64, 2, 4, 2, 176, V=512),
-    "tiny-gpt2": lambda: {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512,
-                          "n_positions": 256, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
-                          "_name": "tiny-gpt2"},
-    "tiny-qwen2": lambda: _llama("tiny-qwen2", 64, 2, 4, 1, 160, V=1024, tie=True, mt="qwen2"),
-}
-HELD_OUT_MODELS = {"llama-3.2-1b", "mistral-0.4b", "smollm2-135m", "gpt2-medium", "tiny-qwen2"}
-
 
 def gpu_cases() -> list[dict]:
     cases = []
@@ -203,7 +163,7 @@ def _alloc(dev):
 
 
 def measure_case(case, device: str) -> dict:
-    from vramlib.tracker import StorageTracker, optimizer_state_bytes, param_bytes
+    from vramlib.measure.tracker import StorageTracker, optimizer_state_bytes, param_bytes
 
     dev = torch.device(device)
     sc = case["scenario"]
@@ -310,58 +270,18 @@ def measure_case(case, device: str) -> dict:
     return {"peak": int(peak), "reserved_peak": reserved, "baseline": int(base0)}
 
 
-# ---------------------------------------------------------------- estimating
-def spec_of(case):
-    if case["model"] == "book-gpt":
-        from vramlib.models import GPTConfig
-        return load_model_config(GPTConfig(**case["gpt"]))
-    return load_model_config(HF_MODELS[case["model"]]())
-
-
-def estimate_case(case) -> dict:
-    spec = spec_of(case)
-    sc = dict(case["scenario"])
-    if case["kind"] == "train":
-        b = estimate_training(spec, case["batch"], case["seq_len"], **sc)
-        P = num_params(spec)
-        A = activation_bytes_per_layer(spec, TrainScenario(batch=1, seq_len=case["seq_len"], device=sc.get("device", "cuda")))
-        A_elems = spec.num_layers * case["seq_len"] * (A["per_token"] + A["per_token_s"] * case["seq_len"]) / 4
-        rule = article_training_rule(P, case["batch"], A_elems)
-        rule2 = article_simple_rule(P, case["batch"])
-    else:
-        b = estimate_inference(spec, case["batch"], case["prompt_len"], case["new_tokens"], **sc)
-        P = num_params(spec)
-        rule = article_inference_rule(P) if sc.get("weights", "bf16") in ("bf16", "fp16") else \
-            article_quantized_rule(P, {"int8": 8, "int4": 4, "nf4": 4, "fp32": 32, "fp8": 8}[sc["weights"]])
-        rule2 = rule
-    return {"estimate": b.peak, "phase": b.peak_phase, "components": b.components, "rule": rule, "rule2": rule2}
-
-
 # ---------------------------------------------------------------- reporting
 def report(rows: list[dict]) -> dict:
     ok = [r for r in rows if "peak" in r]
-    summary = {}
     print(f"{'case':<58} {'split':<8} {'measured':>10} {'estimate':>10} {'err':>7} {'rule':>7}  phase")
     for r in ok:
-        r["err"] = (r["estimate"] - r["peak"]) / r["peak"]
-        r["rule_err"] = (r["rule"] - r["peak"]) / r["peak"]
-        r["rule2_err"] = (r["rule2"] - r["peak"]) / r["peak"]
+        add_errors(r)
         print(f"{r['label']:<58} {r['split']:<8} {r['peak'] / 2**20:>8.1f}Mi {r['estimate'] / 2**20:>8.1f}Mi "
               f"{100 * r['err']:>+6.1f}% {100 * r['rule_err']:>+6.0f}%  {r['phase']}")
     for r in rows:
         if "peak" not in r:
             print(f"{r['label']:<58} {r['split']:<8} skipped: {r.get('skipped')}")
-    for split in ("tuning", "held-out", "fresh"):
-        for kind in ("train", "generate"):
-            sel = [r for r in ok if r["split"] == split and r["kind"] == kind]
-            if not sel:
-                continue
-            e = [abs(r["err"]) for r in sel]
-            re_ = [abs(r["rule_err"]) for r in sel]
-            r2 = [abs(r["rule2_err"]) for r in sel]
-            summary[f"{split}/{kind}"] = {"n": len(sel), "median_abs_err": statistics.median(e), "max_abs_err": max(e),
-                                          "rule_median_abs_err": statistics.median(re_), "rule_max_abs_err": max(re_),
-                                          "rule2_median_abs_err": statistics.median(r2), "rule2_max_abs_err": max(r2)}
+    summary = summarize(rows)
     print()
     print("rule = A6 (training; A = our activation elements per sample, its most favourable reading) or "
           "A9/A11 (inference); A7 = 4 × batch × P (training)")
@@ -381,27 +301,6 @@ def label(c):
     return f"{c['model']} gen B={c['batch']} P={c['prompt_len']} n={c['new_tokens']} {c['scenario'].get('cache')}"[:58]
 
 
-def provenance(device: str) -> dict:
-    info = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
-            "python": platform.python_version(), "device": device}
-    try:
-        import transformers
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        pass
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-        try:
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=20).stdout.strip()
-        except Exception as e:  # noqa: BLE001
-            info["driver"] = f"unknown ({e})"
-    else:
-        info["cpu"] = platform.processor() or platform.machine()
-    return info
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -413,9 +312,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit-s", type=float, default=420.0, help="stop measuring after this many seconds")
     a = ap.parse_args(argv)
     if a.from_json:
-        data = json.loads(Path(a.from_json).read_text())
-        print("recorded run:", json.dumps(data["provenance"]))
-        rows = data["cases"]
+        rec = read_record(a.from_json)
+        print("recorded run:", provenance_line(rec))
+        rows = rec.results["cases"]
         for r in rows:
             if "peak" in r:
                 r.update(estimate_case(r))
@@ -452,9 +351,8 @@ def main(argv=None) -> int:
                if "peak" in c else c["skipped"]), flush=True)
     summary = report(rows)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps({"provenance": provenance(dev), "summary": summary, "cases": rows},
-                                          indent=1, default=str))
+        import transformers  # noqa: F401  (its version goes into the provenance)
+        write_record(a.out, {"summary": summary, "cases": rows}, {}, dev)
         print("wrote", a.out)
     return 0
 

@@ -24,8 +24,8 @@ boundary, and bisect to 1.  Every trial (batch, OOM or not, peak allocated and r
 recorded, so predictions can be recomputed later with any estimator
 (``--from-json``: no GPU needed).  One process, ``torch.cuda.empty_cache()`` between trials.
 
-Run: ``python benchmarks/validate_fit.py --out benchmarks/results/fit_gpu.json`` (GPU),
-``python benchmarks/validate_fit.py --from-json benchmarks/results/fit_gpu.json`` (report).
+Run: ``python benchmarks/validate_fit.py --out vramlib/data/records/fit_gpu.json`` (GPU),
+``python benchmarks/validate_fit.py --from-json vramlib/data/records/fit_gpu.json`` (report).
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ def run_case(case: tuple, tmp: str) -> dict:
 def measure(out: str, budget_s: float, only: list[str] | None) -> None:
     import torch
 
-    from vramlib.records import write_record
+    from vramlib.core.records import write_record
 
     import peft
     import transformers
@@ -326,7 +326,7 @@ def measure(out: str, budget_s: float, only: list[str] | None) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="benchmarks/results/fit_gpu.json")
+    ap.add_argument("--out", default="vramlib/data/records/fit_gpu.json")
     ap.add_argument("--budget", type=float, default=400.0, help="seconds; no new case starts after")
     ap.add_argument("--only", nargs="*", default=None, help="case names (t01, h03, ...)")
     ap.add_argument("--from-json", default=None, help="report a recorded run (no GPU)")
@@ -334,7 +334,8 @@ def main() -> None:
     if args.from_json:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from fit_report import report   # benchmarks/fit_report.py
-        report(json.loads(Path(args.from_json).read_text()))
+        from vramlib.core.records import read_record
+        report(read_record(args.from_json))
         return
     measure(args.out, args.budget, args.only)
 

@@ -11,8 +11,6 @@ the root; ZeRO-3), in bf16 with AdamW, and writes estimate vs measurement with p
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vramlib.core.records import provenance_line, read_record, records_dir, write_record  # noqa: E402
 from vramlib.estimate import estimate_training  # noqa: E402
 
 CFG = {"model_type": "llama", "hidden_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16,
@@ -103,16 +102,16 @@ def report(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="benchmarks/results/estimator_parallel.json")
+    ap.add_argument("--out", default=str(records_dir() / "estimator_parallel.json"))
     ap.add_argument("--from-json", default=None)
     a = ap.parse_args(argv)
     if a.from_json:
-        data = json.loads(Path(a.from_json).read_text())
-        print("recorded run:", json.dumps(data["provenance"]))
-        report(data["cases"])
+        rec = read_record(a.from_json)
+        print("recorded run:", provenance_line(rec))
+        report(rec.results["cases"])
         return 0
     import torch.distributed as dist
-    import transformers
+    import transformers  # noqa: F401  (recorded in the provenance: vramlib.core.records)
 
     dist.init_process_group("nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -129,12 +128,7 @@ def main(argv=None):
         rows.append(row)
     if rank == 0:
         report(rows)
-        prov = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
-                "transformers": transformers.__version__, "gpu": torch.cuda.get_device_name(dev),
-                "device": torch.cuda.get_device_name(dev),
-                "cuda": torch.version.cuda, "world_size": world, "config": CFG}
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps({"provenance": prov, "cases": rows}, indent=1, default=str))
+        write_record(a.out, {"cases": rows}, {}, dev, world_size=world, config=CFG)
         print("wrote", a.out)
     dist.destroy_process_group()
     return 0

@@ -6,7 +6,7 @@ runs each case twice:
 
 * for real, measuring the peak with :func:`vramlib.track_memory` (on CUDA:
   ``torch.cuda.max_memory_allocated`` minus what was allocated before the case);
-* under :func:`vramlib.simulate.simulate` on fake tensors of the same device type, with the
+* under :func:`vramlib.measure.simulate.simulate` on fake tensors of the same device type, with the
   CUDA caching allocator's 512-byte rounding (``round_to=512``) on CUDA,
 
 and records both, with the relative error, the phase of the peak and the provenance (device,
@@ -15,7 +15,7 @@ driver, torch and transformers versions, date, full case configuration).
 Training cases: two steps of forward, backward, ``AdamW.step``, ``zero_grad`` — fp32; bf16
 autocast with fp32 weights; pure bf16 — each with and without gradient checkpointing.
 Generation cases: the real run calls ``model.generate`` (greedy, fixed number of new tokens,
-``DynamicCache`` or ``StaticCache``); the simulation runs :func:`vramlib.simulate.decode_loop`,
+``DynamicCache`` or ``StaticCache``); the simulation runs :func:`vramlib.measure.simulate.decode_loop`,
 the same prefill + decode with the same cache (``generate``'s stopping checks need values that
 fake tensors do not have).  The real ``decode_loop`` is measured too, as a cross-check.
 
@@ -28,12 +28,8 @@ Defined in Part I, "Three ways to know: formula, simulation, measurement".
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -43,7 +39,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from vramlib import fmt_bytes, track_memory  # noqa: E402
-from vramlib.simulate import Simulator, decode_loop  # noqa: E402
+from vramlib.core.records import write_record  # noqa: E402
+from vramlib.measure.simulate import Simulator, decode_loop  # noqa: E402
 
 # Model configurations: real published architectures (full) and tiny ones of the same
 # families for the CPU (small).  Parameter counts are printed per case.
@@ -200,26 +197,6 @@ def warm_up(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def provenance(device: torch.device) -> dict:
-    import transformers
-
-    info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                torch=torch.__version__, transformers=transformers.__version__, python=sys.version.split()[0],
-                platform=platform.platform(), device_type=device.type)
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(device_name=props.name, total_memory=props.total_memory, cuda=torch.version.cuda,
-                    capability=f"{props.major}.{props.minor}")
-        try:
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
-        except Exception as e:  # noqa: BLE001
-            info["driver"] = f"unknown ({type(e).__name__})"
-    else:
-        info.update(device_name=platform.processor() or platform.machine(), driver=None)
-    return info
-
-
 def run_case(case: dict, models: dict, device: torch.device) -> dict:
     round_to = 512 if device.type == "cuda" else None
     row = dict(case=case)
@@ -285,13 +262,13 @@ def main(argv: list[str] | None = None) -> dict:
     cases = [c for c in make_grid(small) if a.only in describe(c)]
     torch.manual_seed(0)
     warm_up(device)
-    out = dict(what="vramlib.simulate peak vs measured peak (torch.cuda.max_memory_allocated on CUDA, "
+    out = dict(what="vramlib.measure.simulate peak vs measured peak (torch.cuda.max_memory_allocated on CUDA, "
                     "exact storage accounting on CPU)",
-               provenance=provenance(device), small=small, models={k: dict(family=f, config=kw) for k, (f, kw) in models.items()},
+               small=small, models={k: dict(family=f, config=kw) for k, (f, kw) in models.items()},
                round_to=512 if device.type == "cuda" else None, rows=[])
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     t_all = time.perf_counter()
-    print(f"{len(cases)} cases on {out['provenance']['device_name']}")
+    print(f"{len(cases)} cases on {device}")
     print(f"{'case':<58} {'measured':>11} {'simulated':>11} {'error':>8}  peak phase")
     for case in cases:
         row = run_case(case, models, device)
@@ -302,13 +279,11 @@ def main(argv: list[str] | None = None) -> dict:
         if "real_error" in row:
             note += f" [real: {row['real_error'][:80]}]"
         print(f"{describe(case):<58} {gib('real_peak')} {gib('sim_peak')} {err}  {note}", flush=True)
-        with open(a.out, "w") as f:   # written after every case, so a cut-off run keeps what it has
-            json.dump(out, f, indent=1)
+        write_record(a.out, out, {}, device)   # after every case: a cut-off run keeps what it has
     errs = [abs(r["rel_error"]) for r in out["rows"] if "rel_error" in r]
     out["summary"] = dict(cases=len(cases), compared=len(errs), max_abs_error=max(errs) if errs else None,
                           within_3_percent=sum(e <= 0.03 for e in errs), seconds=round(time.perf_counter() - t_all, 1))
-    with open(a.out, "w") as f:
-        json.dump(out, f, indent=1)
+    write_record(a.out, out, {}, device)
     print(f"compared {len(errs)}/{len(cases)} cases; max |error| "
           f"{100 * max(errs) if errs else float('nan'):.2f} %; within 3 %: {out['summary']['within_3_percent']}; "
           f"{out['summary']['seconds']} s; wrote {a.out}")

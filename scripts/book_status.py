@@ -9,13 +9,12 @@ Usage: python scripts/book_status.py [OUT.md]   (default: _build/generated/statu
   (scripts/execute_notebooks.py) records in the notebook metadata under ``vramlib.execution``
   (date, seconds, device, torch, Python, vramlib), falling back to the cell timestamps for
   notebooks executed otherwise; and counts code cells, outputs and error outputs;
-- every benchmarks/results/*.json (none is fine): the device, driver, torch version and date
-  that the benchmark script recorded, wherever in the file it put them.
+- every recorded result shipped in vramlib/data/records (none is fine), through the records
+  reader: the device, driver, torch and CUDA versions and date of its provenance.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +23,9 @@ import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vramlib.core.records import read_record, records_dir  # noqa: E402
 
 
 def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
@@ -75,45 +77,19 @@ def notebook_row(path: Path, root: Path = ROOT) -> dict:
             "code_cells": len(code), "outputs": outputs, "errors": errors, **ex}
 
 
-def _find(obj: Any, keys: tuple[str, ...]) -> Any:
-    """First value under any of ``keys`` in a nested JSON object (breadth first)."""
-    queue = [obj]
-    while queue:
-        cur = queue.pop(0)
-        if isinstance(cur, dict):
-            for k in keys:
-                if k in cur and not isinstance(cur[k], (dict, list)):
-                    return cur[k]
-            queue += [v for v in cur.values() if isinstance(v, (dict, list))]
-        elif isinstance(cur, list):
-            queue += [v for v in cur if isinstance(v, (dict, list))]
-    return None
-
-
-def result_rows(results: Path = ROOT / "benchmarks" / "results") -> Iterator[dict]:
-    """Provenance of every recorded benchmark result (an empty iterator when there is none)."""
-    for path in sorted(results.glob("*.json")) if results.is_dir() else []:
+def result_rows(records: Path | None = None) -> Iterator[dict]:
+    """Provenance of every recorded benchmark result, read through the records reader
+    (:func:`vramlib.core.records.read_record`); ``records`` defaults to the package's
+    ``vramlib/data/records`` (an empty iterator when the folder is missing)."""
+    folder = records_dir() if records is None else records
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            p = read_record(path).provenance
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             yield {"file": path.name, "device": f"unreadable: {exc.__class__.__name__}"}
             continue
-        # the device's name: an explicit key anywhere, else "name" inside a device/provenance block
-        blocks = [data.get(k) for k in ("device", "provenance", "env", "environment", "meta", "system")
-                  if isinstance(data, dict) and isinstance(data.get(k), dict)]
-        device = _find(data, ("device_name", "gpu_name", "gpu"))
-        for block in blocks:
-            device = device or _find(block, ("name", "device"))
-        if device is None and isinstance(data, dict) and isinstance(data.get("device"), str):
-            device = data["device"]
-        yield {
-            "file": path.name,
-            "device": device,
-            "driver": _find(data, ("driver", "driver_version", "nvidia_driver")),
-            "torch": _find(data, ("torch", "torch_version")),
-            "cuda": _find(data, ("cuda", "cuda_version")),
-            "date": _find(data, ("date", "timestamp", "created", "utc", "time")),
-        }
+        yield {"file": path.name, "device": p.device, "driver": p.driver, "torch": p.torch,
+               "cuda": p.cuda, "date": p.date}
 
 
 def _cell(v: Any) -> str:
@@ -143,13 +119,13 @@ def render(root: Path = ROOT) -> str:
            _table(["chapter", "executed (UTC)", "time", "device", "versions",
                    "code cells / outputs / errors"], nb_rows) if nb_rows else "No notebook in the table of contents yet.",
            "", "## Recorded GPU results", ""]
-    res = list(result_rows(root / "benchmarks" / "results"))
+    res = list(result_rows(root / "vramlib" / "data" / "records"))
     if res:
-        out.append(_table(["file (benchmarks/results/)", "device", "driver", "torch", "CUDA", "date"],
+        out.append(_table(["file (vramlib/data/records/)", "device", "driver", "torch", "CUDA", "date"],
                           [[f"`{r['file']}`", r.get("device"), r.get("driver"), r.get("torch"), r.get("cuda"),
                             str(r.get("date") or "")[:19].replace("T", " ")] for r in res]))
     else:
-        out.append("No recorded GPU run yet: `benchmarks/results/` holds no result file.")
+        out.append("No recorded GPU run yet: `vramlib/data/records/` holds no result file.")
     return "\n".join(out) + "\n"
 
 

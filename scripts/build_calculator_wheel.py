@@ -12,7 +12,7 @@ since Pyodide's core has nothing else (no torch, no numpy).
 
 Writes OUTDIR/calculator/vramlib_estimate-<version>-py3-none-any.whl (reproducible: sorted
 entries, fixed timestamps) and OUTDIR/calculator/manifest.json (wheel name, its sha256, the
-files, the component colours of ``vramlib.style``).  OUTDIR defaults to build/site-static,
+files, the component colours of ``vramlib.core.style``).  OUTDIR defaults to build/site-static,
 which _config.yml serves as ``_static/``.
 """
 
@@ -140,7 +140,7 @@ def main(argv: list[str]) -> int:
     files = wheel_files(found)
     wheel = build_wheel(files, found["version"], out)
     sys.path.insert(0, str(ROOT))
-    from vramlib.style import COMPONENT_COLORS  # the book's colours (this process has matplotlib)
+    from vramlib.core.style import COMPONENT_COLORS  # the book's colours (this process has matplotlib)
 
     manifest = {"wheel": wheel.name, "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
                 "vramlib": found["version"], "files": sorted(files), "component_colors": COMPONENT_COLORS}

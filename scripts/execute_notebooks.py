@@ -107,7 +107,7 @@ def execute_in_place(paths: list[Path]) -> int:
 
 
 def _write(out: Path, chapters: dict, total: float, kind: str) -> None:
-    from vramlib.records import write_record
+    from vramlib.core.records import write_record
 
     try:
         import transformers

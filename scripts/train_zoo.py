@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vramlib import seed_everything, zoo  # noqa: E402
+from vramlib import seed_everything  # noqa: E402
+from vramlib.models import zoo  # noqa: E402
 
 
 def main() -> None:

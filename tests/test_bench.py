@@ -1,12 +1,11 @@
-import json
 import math
 import time
 
 import pytest
 import torch
 
-from vramlib import bench as B
-from vramlib.gpus import get_gpu, gpu_catalog, match_gpu
+from vramlib.hardware import bench as B
+from vramlib.hardware.gpus import get_gpu, gpu_catalog, match_gpu
 
 
 def test_matmul_flops_and_intensity_known_answers():
@@ -121,18 +120,14 @@ def test_cpu_features_reports_capability():
     assert f["avx2"] in (True, False, None) and "quantized_engine" in f
 
 
-def test_recorded_results_are_found_upwards(tmp_path):
-    res = tmp_path / "benchmarks" / "results"
-    res.mkdir(parents=True)
-    (res / "hardware_x.json").write_text(json.dumps({"provenance": {"device": {"kind": "cuda"}}}))
-    (res / "hardware_cpu.json").write_text(json.dumps({"provenance": {"device": {"kind": "cpu"}}}))
-    (res / "other_y.json").write_text("{}")
-    sub = tmp_path / "chapters" / "part"
-    sub.mkdir(parents=True)
-    assert len(B.find_recorded_results("hardware", str(sub))) == 2
-    got = B.load_recorded_results("hardware", str(sub))
-    assert [d["_path"] for d in got] == ["hardware_x.json"]
-    assert B.find_recorded_results("hardware", "/") == []
+def test_recorded_results_come_from_the_package_records(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                       # any working directory
+    got = B.load_recorded_results("hardware")
+    assert [r.file for r in got] == ["hardware_h100.json", "hardware_h200.json"]
+    assert all(r.provenance.kind == "cuda" and "matmul" in r.results for r in got)
+    assert B.load_recorded_results("estimator", cuda_only=False)[0].name == "estimator_cpu"
+    with pytest.raises(ValueError):
+        B.load_recorded_results("")
 
 
 def test_catalog_every_figure_is_sourced_and_dense():
@@ -163,8 +158,9 @@ def test_match_gpu_device_names(name, key):
     assert (g.key if g else None) == key
 
 
+@pytest.mark.slow
 def test_int8_weight_only_linear_fused_and_unfused_agree():
-    from vramlib.lowbit import Int8WeightOnlyLinear, fused_int8_available, quantize_linears_int8
+    from vramlib.hardware.lowbit import Int8WeightOnlyLinear, fused_int8_available, quantize_linears_int8
     from vramlib.models import GPT, GPTConfig
 
     torch.manual_seed(0)
@@ -185,8 +181,9 @@ def test_int8_weight_only_linear_fused_and_unfused_agree():
         Int8WeightOnlyLinear(torch.nn.Conv1d(2, 2, 1))
 
 
+@pytest.mark.slow
 def test_runtime_memory_weights_exact_and_activations_unchanged():
-    from vramlib.lowbit import runtime_memory
+    from vramlib.measure.runtime import runtime_memory
     from vramlib.models import GPT, GPTConfig
 
     cfg = GPTConfig(n_layer=1, d_model=64, n_head=2, block_size=16)
@@ -206,8 +203,8 @@ def test_runtime_memory_weights_exact_and_activations_unchanged():
 
 
 def test_percent_of_peak_compares_sparse_rates_with_the_sparse_peak():
-    from vramlib.bench import BenchResult, percent_of_peak
-    from vramlib.gpus import get_gpu
+    from vramlib.hardware.bench import BenchResult, percent_of_peak
+    from vramlib.hardware.gpus import get_gpu
 
     h100 = get_gpu("h100-sxm")
     dense = BenchResult(name="bf16", kind="bf16", work=989.5e12, seconds=1.0)

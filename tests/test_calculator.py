@@ -120,10 +120,10 @@ def test_wheel_holds_what_the_bridge_loads(tmp_path: Path) -> None:
     out = tmp_path / "calculator"
     manifest = json.loads((out / "manifest.json").read_text())
     names = set(zipfile.ZipFile(out / manifest["wheel"]).namelist())
-    assert {"vramlib/__init__.py", "vramlib/estimate/__init__.py", "vramlib/units.py",
+    assert {"vramlib/__init__.py", "vramlib/estimate/__init__.py", "vramlib/core/units.py",
             "vramlib/data/models/llama-2-7b.json"} <= names
     assert any(n.endswith("gpus.json") for n in names) and any(n.endswith("gpus.py") for n in names)
-    assert not any(n.startswith(("vramlib/models", "vramlib/tracker", "vramlib/style", "vramlib/data/checkpoints"))
+    assert not any(n.startswith(("vramlib/models", "vramlib/measure", "vramlib/core/style", "vramlib/data/checkpoints"))
                    for n in names), "the wheel must hold only what the estimator loads"
     found = {"modules": {"numpy": "x.py", "vramlib": str(ROOT / "vramlib" / "__init__.py")}, "read": []}
     with pytest.raises(SystemExit, match="numpy"):

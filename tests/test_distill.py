@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vramlib.distill import distill, distillation_loss, kd_loss, soft_targets
+from vramlib.compress.distill import distill, distillation_loss, kd_loss, soft_targets
 
 
 def test_kd_loss_T1_equals_kl_div():
@@ -57,6 +57,7 @@ def test_distillation_loss_mixes():
     torch.testing.assert_close(distillation_loss(s, t, y, 2.0, 0.25), 0.25 * kd_loss(s, t, 2.0) + 0.75 * ce)
 
 
+@pytest.mark.slow
 def test_distill_student_moves_toward_teacher():
     torch.manual_seed(4)
     teacher = nn.Linear(4, 3)

@@ -45,6 +45,7 @@ def test_bundled_configs_name_their_source():
 @pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers not installed")
 @pytest.mark.parametrize("name", ["gpt2", "pythia-160m", "qwen2-0.5b", "llama-3.2-1b", "mistral-7b", "mixtral-8x7b",
                                   "gemma-2b", "gemma-2-9b", "phi-3-mini"])   # one per family (all: the harness)
+@pytest.mark.slow
 def test_hf_counts_match_transformers_on_meta(name):
     import transformers
 

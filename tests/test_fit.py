@@ -11,15 +11,15 @@ import pytest
 
 from vramlib.estimate import (CUDA_CONTEXT_BYTES, capacity_bytes, estimate_training, fit, load_model_config,
                               max_batch, needed_bytes)
-from vramlib.gpus import get_gpu, gpu_catalog
-from vramlib.records import load_record
+from vramlib.hardware.gpus import get_gpu, gpu_catalog
+from vramlib.core.records import load_record
 
 
 def test_capacities_are_device_bytes():
     # the book's own recorded runs (benchmarks/results/cuda_context_h100.json, ..._h200.json)
     for key, rec in (("h100-sxm", "cuda_context_h100"), ("h200-sxm", "cuda_context_h200")):
         g = get_gpu(key)
-        recorded = load_record(rec)["provenance"]["device"]["memory_bytes"]
+        recorded = load_record(rec).provenance.memory_bytes
         assert g.memory_bytes == g.usable_bytes == recorded and g.memory_kind == "device-reported"
     assert get_gpu("h100-sxm").usable_bytes == 85_017_493_504
     assert get_gpu("H200").usable_bytes == 150_109_880_320
@@ -48,7 +48,7 @@ def test_fits_uses_usable_bytes():
 def test_solver_never_optimistic_on_recorded_boundaries():
     from vramlib.estimate.fitcheck import fit_check
     rec = load_record("fit_gpu")
-    assert rec and rec["provenance"]["name"].startswith("NVIDIA")
+    assert rec and rec.provenance.device.startswith("NVIDIA")
     out = fit_check(rec)
     assert len(out["rows"]) >= 20
     for r in out["rows"]:

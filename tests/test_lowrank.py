@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vramlib.lowrank import (LoRALinear, LowRankLinear, add_lora, breakeven_rank, energy, factorize_linear, factorize_model,
+from vramlib.compress.lowrank import (LoRALinear, LowRankLinear, add_lora, breakeven_rank, energy, factorize_linear, factorize_model,
                              lowrank_flops, lowrank_params, rank_for_energy, rank_for_param_ratio,
                              spectrum, truncation_error)
 

@@ -8,7 +8,8 @@ and on a GPU (allocator statistics).
 import pytest
 import torch
 
-from vramlib import (StorageTracker, grad_bytes, measure, optimizer_state_bytes, param_bytes,
+from vramlib.measure import measure
+from vramlib import (StorageTracker, grad_bytes, optimizer_state_bytes, param_bytes,
                      tensor_bytes, track_memory, warm_up)
 from vramlib.models import GPT, GPTConfig
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vramlib.gpus import get_gpu, gpu_catalog, match_gpu
+from vramlib.hardware.gpus import get_gpu, gpu_catalog, match_gpu
 from vramlib.models import GPT, GPTConfig
 
 

@@ -1,4 +1,4 @@
-"""vramlib.estimate.moe (arithmetic) against vramlib.serving.MoEMLP / moe_gpt, measured."""
+"""vramlib.estimate.moe (arithmetic) against vramlib.measure.serving.MoEMLP / moe_gpt, measured."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from vramlib.estimate.config import from_gpt_config
 from vramlib.estimate.moe import (dispatch_bytes, expert_capacity, expert_parallel_bytes,
                                   moe_mlp_saved_bytes, moe_params, router_bytes)
 from vramlib.models import GPTConfig
-from vramlib.serving import MoEMLP, moe_gpt
+from vramlib.measure.serving import MoEMLP, moe_gpt
 
 
 def test_mixtral_resident_and_active():

@@ -9,11 +9,12 @@ import torch.nn as nn
 from torch.nn.utils import prune as tprune
 
 from vramlib.models import GPT, GPTConfig
-from vramlib.prune import (apply_masks, channel_mask, checkpoint_bytes, global_masks, head_importance,
+from vramlib.compress.prune import (apply_masks, channel_mask, checkpoint_bytes, global_masks, head_importance,
                            is_nm_sparse, iterative_prune, layerwise_masks, magnitude_mask, model_sparsity,
                            neuron_importance, nm_mask, polynomial_schedule, prunable_linears, prune_gpt_heads,
                            prune_gpt_mlp, prune_heads, remove_masks, sensitivity_scan, shrink_mlp,
-                           sparse_storage_bytes, sparsity, to_semi_structured, median_times, median_time)
+                           sparse_storage_bytes, sparsity, to_semi_structured)
+from vramlib.hardware.timing import time_fn, time_interleaved
 
 
 def tiny_gpt(seed=0, **kw):
@@ -192,9 +193,10 @@ def test_bad_input():
 
 def test_median_times_interleaved():
     calls = []
-    res = median_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeat=3, warmup=1)
+    res = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, "cpu",
+                           repeats=3, warmup=1)
     assert set(res) == {"a", "b"} and all(v >= 0 for v in res.values())
     assert calls == ["a", "b"] + ["a", "b"] * 3
-    assert median_time(lambda: None, repeat=2, warmup=0) >= 0
+    assert time_fn(lambda: None, "cpu", repeats=2, warmup=0).median >= 0
     with pytest.raises(ValueError):
-        median_times({})
+        time_interleaved({})

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from vramlib import param_bytes
-from vramlib import quant as Q
+from vramlib.compress import quant as Q
 
 
 def test_number_format_table_from_torch():
@@ -86,6 +86,7 @@ def test_matches_torch_fake_quantize_per_tensor_and_per_channel():
     torch.testing.assert_close(qc.dequantize(), ref)
 
 
+@pytest.mark.slow
 def test_sqnr_gains_six_db_per_bit():
     torch.manual_seed(0)
     x = torch.rand(200_000) * 2 - 1           # full-scale uniform signal: SQNR = 6.02 b dB
@@ -96,6 +97,7 @@ def test_sqnr_gains_six_db_per_bit():
     assert Q.sqnr_db(x, x) == float("inf")
 
 
+@pytest.mark.slow
 def test_finer_granularity_never_worse_and_calibration_methods():
     torch.manual_seed(0)
     w = torch.randn(64, 128) * torch.logspace(-1, 1, 64).unsqueeze(1)   # rows of very different scale

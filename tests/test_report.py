@@ -1,8 +1,8 @@
-"""vramlib.report: result tables, glued numbers and target marks (Chapter 0)."""
+"""vramlib.core.report: result tables, glued numbers and target marks (Chapter 0)."""
 
 import pytest
 
-from vramlib.report import Text, glue, table, target
+from vramlib.core.report import Text, glue, table, target
 
 
 def test_table_text_and_html_agree_on_cells():

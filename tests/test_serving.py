@@ -1,4 +1,4 @@
-"""vramlib.estimate.serving (arithmetic) and vramlib.serving (paged and quantized KV caches)."""
+"""vramlib.estimate.serving (arithmetic) and vramlib.measure.serving (paged and quantized KV caches)."""
 
 import pytest
 import torch
@@ -8,9 +8,9 @@ from vramlib.estimate.serving import (kv_allocation, kv_bytes_per_token, load_ml
                                       paged_tokens, prefix_cache_blocks, quantized_kv_bytes_per_token,
                                       request_lengths, serving_memory_plan, simulate_batching,
                                       speculative_extra_bytes, decode_time_per_token)
-from vramlib.generate import KVCache, decode_step, prefill
+from vramlib.measure.generate import KVCache, decode_step, prefill
 from vramlib.models import GPT, GPTConfig
-from vramlib.serving import BlockPool, PagedKVCache, QuantizedKVCache, dequantize_kv, quantize_kv
+from vramlib.measure.serving import BlockPool, PagedKVCache, QuantizedKVCache, dequantize_kv, quantize_kv
 
 
 def small_gpt(n_kv_head=2):

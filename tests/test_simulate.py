@@ -1,4 +1,4 @@
-"""vramlib.simulate: fake-tensor simulation against known byte counts and against the exact
+"""vramlib.measure.simulate: fake-tensor simulation against known byte counts and against the exact
 storage accounting of the same step run for real on the CPU."""
 
 import matplotlib
@@ -7,9 +7,9 @@ import torch
 
 matplotlib.use("Agg")
 
-from vramlib import measure  # noqa: E402
+from vramlib.measure import measure  # noqa: E402
 from vramlib.models import GPT, GPTConfig  # noqa: E402
-from vramlib.simulate import CATEGORIES, Simulator, decode_loop, mark, phase, simulate  # noqa: E402
+from vramlib.measure.simulate import CATEGORIES, Simulator, decode_loop, mark, phase, simulate  # noqa: E402
 
 
 def test_forward_of_a_linear_layer_exact_bytes():
@@ -74,6 +74,7 @@ def _gpt_train(cfg, steps=2, autocast=False, ckpt=False):
     return step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("mode", ["fp32", "autocast", "ckpt"])
 def test_gpt_training_simulated_equals_measured(attn, mode):
@@ -84,6 +85,7 @@ def test_gpt_training_simulated_equals_measured(attn, mode):
     assert sim.end == real.end
 
 
+@pytest.mark.slow
 def test_training_categories_and_phases():
     cfg = GPTConfig(vocab_size=128, block_size=32, n_layer=2, n_head=2, d_model=64)
     res = simulate(_gpt_train(cfg))
@@ -143,9 +145,23 @@ def test_mark_phase_and_plot():
 
 def test_outside_a_simulation_mark_and_phase_do_nothing():
     t = torch.zeros(3)
-    mark(t, "activations")
+    assert mark(t, "activations") is None
     with phase("x"):
-        pass
+        t.add_(1)
+    assert torch.equal(t, torch.ones(3))                      # the block ran, unchanged
+    with pytest.raises(ValueError, match="unknown category"):   # still checked outside
+        mark(t, "kv cache")
+
+    def step(label):
+        x = torch.zeros(1024)
+        if label:
+            mark(x, "kv_cache")
+        with phase("use"):
+            return x + 1
+
+    inside = simulate(lambda: step(True), device="cpu")
+    plain = simulate(lambda: step(False), device="cpu")
+    assert inside.breakdown["kv_cache"] == 4096 and plain.breakdown["kv_cache"] == 0
 
 
 def test_bad_input_is_a_clear_error():
@@ -202,6 +218,7 @@ def _hf_train(cfg, dtype=torch.float32, autocast=False, ckpt=False):
     return step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["fp32", "bf16", "autocast", "ckpt", "use_cache", "gpt2", "qwen2"])
 def test_hf_training_simulated_equals_measured(case):
     if case == "gpt2":
@@ -218,6 +235,7 @@ def test_hf_training_simulated_equals_measured(case):
     assert simulate(fn).peak == measure(fn, device="cpu").peak
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 def test_hf_decode_loop_simulated_equals_measured(cache):
     def gen():
@@ -237,6 +255,7 @@ def test_decode_loop_bad_input():
         decode_loop(torch.nn.Linear(1, 1), torch.zeros(1, 1, dtype=torch.long), 2, cache="paged")
 
 
+@pytest.mark.slow
 def test_validation_script_runs_on_cpu(tmp_path):
     import json
     import sys
@@ -247,4 +266,63 @@ def test_validation_script_runs_on_cpu(tmp_path):
     row, = res["rows"]
     assert row["rel_error"] == 0 and row["real_peak"] == row["sim_peak"] > 0
     saved = json.loads(out.read_text())
-    assert saved["provenance"]["torch"] == torch.__version__ and saved["summary"]["within_3_percent"] == 1
+    assert saved["schema_version"] == 1 and saved["provenance"]["torch"] == torch.__version__
+    assert saved["results"]["summary"]["within_3_percent"] == 1
+
+
+# -- against torch's own MemTracker -----------------------------------------------------
+def _memtracker_peak(make_step):
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    model, opt, step = make_step()
+    mt = MemTracker()
+    mt.track_external(model, opt)
+    with mt:
+        step()                                   # first step: creates the optimizer states
+        mt.reset_mod_stats()                     # MemTracker's per-module stats are per step
+        step()
+    return mt.get_tracker_snapshot("peak")[torch.device("cpu")]
+
+
+def _gpt_training(optimizer: str):
+    def make_step():
+        torch.manual_seed(0)
+        cfg = GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=4, d_model=32)
+        model = GPT(cfg)
+        opt = (torch.optim.Adam(model.parameters(), foreach=False) if optimizer == "adam"
+               else torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, foreach=False))
+        x = torch.randint(0, 64, (2, 32))
+
+        def step():
+            loss = model(x, x)[1]
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return model, opt, step
+    return make_step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["adam", "sgd-momentum"])
+def test_simulator_agrees_with_torch_memtracker(optimizer):
+    """vramlib.measure.simulate and torch.distributed._tools.mem_tracker.MemTracker on a CPU training
+    step of the book's GPT: the same peak to the byte, and the same weights and optimizer
+    states; activations and temporaries together the same (the two split a few bytes of
+    autograd's bookkeeping differently)."""
+    from torch.distributed._tools.mem_tracker import _MemRefType as R
+
+    make_step = _gpt_training(optimizer)
+    ref = _memtracker_peak(make_step)
+
+    def run():
+        step = make_step()[2]
+        step()
+        step()
+    sim = simulate(run, device="cpu")
+    assert ref["Total"] > 100_000 and ref[R.OPT] > 0
+    assert sim.peak == ref["Total"]
+    assert sim.breakdown["parameters"] == ref[R.PARAM]
+    assert sim.breakdown["optimizer"] == ref[R.OPT]
+    assert sim.breakdown["gradients"] == ref[R.GRAD]
+    assert (sim.breakdown["activations"] + sim.breakdown["temporaries"]
+            == ref[R.ACT] + ref[R.TEMP])

@@ -38,7 +38,7 @@ def test_fmt_bytes_rejects_unknown_unit_and_non_numbers():
 
 
 def test_fmt_num_precision_sign_and_percent():
-    from vramlib.units import fmt_num
+    from vramlib.core.units import fmt_num
     assert fmt_num(3.79486) == "3.79"
     assert fmt_num(0.1234, 1, pct=True) == "12.3%"
     assert fmt_num(0.159, 0, pct=True, signed=True) == "+16%"
@@ -48,7 +48,7 @@ def test_fmt_num_precision_sign_and_percent():
 
 def test_fmt_num_rejects_bad_input():
     import pytest
-    from vramlib.units import fmt_num
+    from vramlib.core.units import fmt_num
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match="finite"):
             fmt_num(bad)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from vramlib import zoo
+from vramlib.models import zoo
 
 
 def test_corpus_snapshot_and_split():
@@ -51,6 +51,7 @@ def test_digits_split():
     assert torch.bincount(d.y_test).min() >= 35   # stratified: every class ~36 times
 
 
+@pytest.mark.slow
 def test_checkpoints_load_and_match_metadata():
     lm, data = zoo.load_char_lm()
     meta = zoo.checkpoint_metadata("char_lm")
@@ -73,6 +74,7 @@ def test_state_dict_loads_weights_only():
     assert json.loads(zoo.CHAR_LM_CHECKPOINT.with_suffix(".json").read_text())["config"] == zoo.CHAR_LM_CONFIG
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_quickly():
     torch.manual_seed(0)
     d = zoo.digits_data()

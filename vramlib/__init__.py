@@ -5,6 +5,19 @@ Each public function's docstring names the section of the book that derives it.
 The package imports lazily (PEP 562): ``import vramlib.estimate`` or ``vramlib --help``
 loads neither torch nor matplotlib, so the estimator runs in a browser (Pyodide) and the
 CLI answers at once.  The names below load their module on first use.
+
+The package is cut in layers, each importing only the layers above it in this list
+(``tests/test_layers.py`` checks it)::
+
+    core      units, component vocabulary, device, records, repro, style, scale, report,
+              surgery
+    hardware  gpus (catalogue), timing, bench, lowbit
+    estimate  pure arithmetic on configs (no torch)
+    models    nanogpt, zoo
+    measure   tracker, simulate, allocator, budget, checkpointing, generate, distributed,
+              stagemem, runtime
+    compress  quant, qstore, prune, distill, lowrank, lora, surgery
+    cli       the command line, on top
 """
 
 from __future__ import annotations
@@ -14,18 +27,24 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-#: public name -> module (relative to the package) that defines it
+#: public name -> module (relative to the package) that defines it.  ``measure`` is not
+#: here: ``vramlib.measure`` is the measurement layer (a subpackage), and the function that
+#: measures one call is ``vramlib.measure.measure``.
 _EXPORTS: dict[str, str] = {
-    "describe_device": ".device", "device_info": ".device", "pick_device": ".device",
-    "MemoryReport": ".tracker", "StorageTracker": ".tracker", "measure": ".tracker",
-    "track_memory": ".tracker", "warm_up": ".tracker", "tensor_bytes": ".tracker",
-    "param_bytes": ".tracker", "grad_bytes": ".tracker", "optimizer_state_bytes": ".tracker",
-    "seed_everything": ".repro", "Scale": ".scale", "experiment_scale": ".scale",
-    "COMPONENT_COLORS": ".style", "PALETTE": ".style", "use_book_style": ".style",
-    "fmt_num": ".units", "table": ".report", "glue": ".report", "target": ".report",
-    "GB": ".units", "GiB": ".units", "KB": ".units", "KiB": ".units", "MB": ".units",
-    "MiB": ".units", "fmt_bytes": ".units", "parse_bytes": ".units", "to_gb": ".units",
-    "to_gib": ".units",
+    "describe_device": ".core.device", "device_info": ".core.device",
+    "pick_device": ".core.device", "seed_everything": ".core.repro",
+    "Scale": ".core.scale", "experiment_scale": ".core.scale",
+    "COMPONENT_COLORS": ".core.style", "PALETTE": ".core.style",
+    "use_book_style": ".core.style",
+    "GB": ".core.units", "GiB": ".core.units", "KB": ".core.units", "KiB": ".core.units",
+    "MB": ".core.units", "MiB": ".core.units", "fmt_bytes": ".core.units",
+    "parse_bytes": ".core.units", "to_gb": ".core.units", "to_gib": ".core.units",
+    "fmt_num": ".core.units", "table": ".core.report", "glue": ".core.report",
+    "target": ".core.report",
+    "MemoryReport": ".measure.tracker", "StorageTracker": ".measure.tracker",
+    "track_memory": ".measure.tracker", "warm_up": ".measure.tracker",
+    "tensor_bytes": ".measure.tracker", "param_bytes": ".measure.tracker",
+    "grad_bytes": ".measure.tracker", "optimizer_state_bytes": ".measure.tracker",
 }
 
 __all__ = list(_EXPORTS)

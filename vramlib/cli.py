@@ -12,7 +12,7 @@ import sys
 
 
 def _cmd_device(args: argparse.Namespace) -> int:
-    from .device import describe_device, device_info
+    from .core.device import describe_device, device_info
 
     print(json.dumps(device_info(args.device), indent=2) if args.json else describe_device(args.device))
     return 0
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Will it fit? The largest batch (or context) on a GPU that is never "
                                    "above the true one (Part I, 'The calculator').")
     _scenario_flags(f)
-    f.add_argument("--gpu", required=True, help="catalogue key or name (see vramlib.gpus), e.g. h100-sxm, 'RTX 4090'")
+    f.add_argument("--gpu", required=True, help="catalogue key or name (see vramlib.hardware.gpus), e.g. h100-sxm, 'RTX 4090'")
     f.add_argument("--what", choices=("batch", "context"), default="batch",
                    help="batch: at --seq (train) or --prompt (inference); context: at --batch")
     f.add_argument("--batch", type=int, default=1, help="batch size when solving for the context")

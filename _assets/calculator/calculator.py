@@ -29,10 +29,7 @@ from vramlib.estimate import (estimate_inference, estimate_training, list_models
 from vramlib.estimate.inference import WEIGHT_FORMATS
 from vramlib.estimate.training import ATTENTION, CHECKPOINTING, OPTIMIZERS
 
-try:
-    from vramlib.gpus import get_gpu, gpu_catalog
-except ImportError:  # the catalogue's new home (vramlib.hardware)
-    from vramlib.hardware.gpus import get_gpu, gpu_catalog  # type: ignore[no-redef]
+from vramlib.hardware.gpus import get_gpu, gpu_catalog
 
 #: Where a pasted config.json goes (relative to the current directory), and the name it gets.
 PASTED = "my-model/config.json"

@@ -10,7 +10,7 @@ Public entry points::
     fit("llama-3-8b", "rtx-4090", weights_dtype="bf16", trainable="qlora", checkpointing="full").line()
 
 ``fit``/``max_batch``/``max_context`` answer "will it fit, with what batch?" on a card's usable
-bytes (:mod:`vramlib.gpus`), never above the true largest batch on the recorded OOM boundaries
+bytes (:mod:`vramlib.hardware.gpus`), never above the true largest batch on the recorded OOM boundaries
 (``benchmarks/validate_fit.py``; the reserve at the limit: :mod:`vramlib.estimate.reserve`).
 
 Defined in Part I, "The calculator" (the section of each formula is named in its module).

@@ -14,15 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..units import fmt_bytes
+from ..core.units import fmt_bytes
+from ..core.vocab import COMPONENTS, OVERHEADS  # the one component vocabulary
 
 __all__ = ["Breakdown", "COMPONENTS", "OVERHEADS"]
-
-#: Tensor components, in stacking order (names match ``vramlib.style.COMPONENT_COLORS``).
-COMPONENTS = ("weights", "master weights", "gradients", "optimizer states", "activations", "logits",
-              "kv cache", "temporaries")
-#: Framework overhead lines, reported apart from the tensors.
-OVERHEADS = ("cuda context", "allocator reserve")
 
 
 @dataclass
@@ -79,7 +74,7 @@ class Breakdown:
 
     def fits(self, gpu: Any, headroom: float = 0.0) -> bool:
         """Whether ``total_reserved`` plus the estimator's margin fits the usable memory of ``gpu`` (a key like
-        ``"h100-sxm"``, a name, a :class:`vramlib.gpus.GPU`, or a capacity in bytes), leaving
+        ``"h100-sxm"``, a name, a :class:`vramlib.hardware.gpus.GPU`, or a capacity in bytes), leaving
         ``headroom`` (a fraction) free.  Multi-GPU estimates are per GPU already.  For the
         largest batch that safely fits, use :func:`vramlib.estimate.fit`.
 
@@ -121,11 +116,11 @@ class Breakdown:
              with_overhead: bool = True, legend: bool = True):
         """Draw one stacked bar (components, then overhead hatched) at ``x`` on ``ax``.
 
-        Colours come from :data:`vramlib.style.COMPONENT_COLORS`.  Defined in Part I, "The calculator"."""
+        Colours come from :data:`vramlib.core.style.COMPONENT_COLORS`.  Defined in Part I, "The calculator"."""
         import matplotlib.pyplot as plt
 
-        from ..style import COMPONENT_COLORS
-        from ..units import _UNITS
+        from ..core.style import COMPONENT_COLORS
+        from ..core.units import _UNITS
 
         if unit.lower() not in _UNITS:
             raise ValueError(f"unit must be one of {sorted(_UNITS)}, got {unit!r}")

@@ -46,12 +46,12 @@ def fit_case(case: dict) -> dict[str, Any]:
                 pred=pred, ratio=pred / true, peak_err=_estimate(case, best["batch"]).peak / best["peak_allocated"] - 1)
 
 
-def fit_check(record: dict) -> dict[str, Any]:
+def fit_check(record: Any) -> dict[str, Any]:
     """Every case of a ``fit_gpu`` record (:func:`fit_case`) and, per split, the counts the
     targets are stated in: optimistic answers (goal 0), predicted/true (goal ≥ 0.9), peak
     |error| median (≤ 2 %) and largest (≤ 5 %), worst underestimate (≥ −3 %).
     Defined in Part I, "The calculator"."""
-    rows = [fit_case(c) for c in record["results"]["cases"] if c.get("trials")]
+    rows = [fit_case(c) for c in record.results["cases"] if c.get("trials")]
     out: dict[str, Any] = {"rows": rows}
     for split in sorted({r["split"] for r in rows}):
         rs = [r for r in rows if r["split"] == split]

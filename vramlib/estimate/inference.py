@@ -109,7 +109,7 @@ def weight_bytes(pc: ParamCount, spec: ModelSpec, fmt: str, group_size: int = 64
 def kv_bytes(num_layers: int, batch: int, tokens: int, kv_dim: int, bytes_per_elem: float) -> float:
     """The KV-cache formula: ``2 · layers · batch · tokens · kv_dim · bytes`` (keys and values,
     ``kv_dim = n_kv_heads · head_dim``).  The one place it is written down: used by
-    :func:`kv_cache_bytes` and by :func:`vramlib.generate.kv_cache_bytes`.
+    :func:`kv_cache_bytes` and by :func:`vramlib.measure.generate.kv_cache_bytes`.
     Defined in Part I, "Inference"."""
     return 2 * num_layers * kv_dim * bytes_per_elem * tokens * batch
 

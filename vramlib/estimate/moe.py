@@ -1,6 +1,6 @@
 """Mixture-of-experts memory, in arithmetic (no torch): resident vs active parameters, the
 router's and the dispatch's buffers, expert capacity, expert parallelism, and the saved
-activations of the book's small MoE layer (:class:`vramlib.serving.MoEMLP`).
+activations of the book's small MoE layer (:class:`vramlib.measure.serving.MoEMLP`).
 
 Derived in Part I, "Mixture-of-experts memory".  The dense estimator already counts every
 expert's parameters and the router (:func:`~vramlib.estimate.params.count_params`); what it
@@ -92,7 +92,7 @@ def expert_parallel_bytes(model: Any, ep: int, bytes_per_param: float = 2) -> di
 
 def moe_mlp_saved_bytes(tokens: int, hidden: int, ffn: int, num_experts: int, top_k: int,
                         bytes_per_elem: float = 4, routed: int | None = None) -> int:
-    """Bytes :class:`vramlib.serving.MoEMLP` saves for backward (dropless, plain GELU experts),
+    """Bytes :class:`vramlib.measure.serving.MoEMLP` saves for backward (dropless, plain GELU experts),
     from its code: router probabilities ``N·E`` (softmax output), top-k weights and their sum,
     int64 top-k indices; per routed token-expert pair (``R = N·k`` unless tokens were dropped):
     its input row ``d``, the expert's ``fc`` output and GELU output ``2·f``, its output ``d``
@@ -110,7 +110,7 @@ def moe_mlp_saved_bytes(tokens: int, hidden: int, ffn: int, num_experts: int, to
 def moe_prefill_transient_bytes(batch: int, seq: int, hidden: int, ffn: int, num_experts: int,
                                 top_k: int, max_count: int, bytes_per_elem: float = 4) -> int:
     """Peak above weights and cache of a no-grad prefill of the book's GPT with
-    :class:`vramlib.serving.MoEMLP` blocks (``N = batch · seq``), the larger of two moments:
+    :class:`vramlib.measure.serving.MoEMLP` blocks (``N = batch · seq``), the larger of two moments:
     **attention** — residual, LayerNorm output, qkv output (``3·N·d``), attention output and
     projection (``7·N·d`` in all, plus the int64 positions); **MoE** — residual, LayerNorm
     output and the combined output (``3·N·d``), router probabilities ``N·E``, top-k weights

@@ -53,6 +53,6 @@ def article_quantized_rule(params: Any, bits: int) -> float:
 
 def quantized_bytes(params: Any, bits: float) -> float:
     """The A11 formula without the check on ``bits``: ``P × bits / 8`` bytes (no scales).
-    :func:`vramlib.stagemem.rule_a11` uses it for 3- and 2-bit weights too.
+    :func:`vramlib.measure.stagemem.rule_a11` uses it for 3- and 2-bit weights too.
     Defined in Part I, "Inference"."""
     return _params(params) * bits / 8

@@ -4,7 +4,7 @@ memory plan, continuous batching, prefix caching, quantized caches, speculative 
 decode time per token.
 
 Every formula here is derived in Part I, "Serving memory"; the torch side (a paged KV cache,
-KV quantization) is :mod:`vramlib.serving`.
+KV quantization) is :mod:`vramlib.measure.serving`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A run fits when :func:`vramlib.estimate.reserve.needed_bytes` (the estimated peak with the
 estimator's margin, the allocator's reserve at the limit and the CUDA context) is at most the
-card's usable bytes (:attr:`vramlib.gpus.GPU.usable_bytes`, as the device reports them).  The
+card's usable bytes (:attr:`vramlib.hardware.gpus.GPU.usable_bytes`, as the device reports them).  The
 estimate grows monotonically with batch and sequence length (a property test checks it), so
 a doubling search then a bisection finds the largest value (about 20 estimates).
 
@@ -21,13 +21,13 @@ __all__ = ["max_batch", "max_context", "largest_fitting", "capacity_bytes", "fit
 
 def capacity_bytes(gpu: Any) -> int:
     """Usable bytes of ``gpu``: a catalogue key or name (``"h100-sxm"``, ``"RTX 4090"``), a
-    :class:`vramlib.gpus.GPU`, or a byte count (an emulated or partitioned card).
+    :class:`vramlib.hardware.gpus.GPU`, or a byte count (an emulated or partitioned card).
     Defined in Part I, "The calculator"."""
     if isinstance(gpu, int) and not isinstance(gpu, bool):
         if gpu <= 0:
             raise ValueError(f"a GPU capacity in bytes must be > 0; got {gpu!r}")
         return gpu
-    from ..gpus import get_gpu
+    from ..hardware.gpus import get_gpu
 
     return get_gpu(gpu).usable_bytes
 
@@ -36,7 +36,7 @@ def largest_fitting(fits: Callable[[int], bool], limit: int, start: int = 1) -> 
     """The largest ``n`` in ``[start, limit]`` with ``fits(n)``, for a monotone ``fits``: try
     ``start``, double while it fits, then bisect (0 if ``start`` does not fit; ``start`` is
     returned untested further when ``start ≥ limit``).  Also the search behind
-    :func:`vramlib.budget.largest_batch`.  Defined in Part I, "The calculator"."""
+    :func:`vramlib.measure.budget.largest_batch`.  Defined in Part I, "The calculator"."""
     if not fits(start):
         return 0
     lo, hi = start, start * 2
@@ -128,7 +128,7 @@ class FitAnswer:
 
     def line(self) -> str:
         """One sentence for the CLI and the chapters."""
-        from ..units import fmt_bytes
+        from ..core.units import fmt_bytes
 
         if not self.value:
             return (f"does not fit: {self.what} 1 needs {fmt_bytes(self.next_needed)} of "

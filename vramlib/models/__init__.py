@@ -1,4 +1,5 @@
-"""The book's own small models, readable end to end."""
+"""Layer 4, ``models``: the book's own small models, readable end to end (``nanogpt``), and
+the trained model zoo (``zoo``).  Imports core and hardware only."""
 
 from .nanogpt import GPT, GPTConfig
 

@@ -7,7 +7,7 @@ tied to the token embedding by default.  ``attn="eager"`` writes attention out (
 ``(B, h, s, s)`` score matrix for backward); ``attn="sdpa"`` calls torch's fused
 ``scaled_dot_product_attention``, which does not.
 
-Defined in Chapter 0, "A small model" (and dissected in Part I, "Pretraining").
+Defined in Chapter 0, "Before you start", section "Predicting bytes: a small model and its training state" (and dissected in Part I, "Pretraining").
 """
 
 from __future__ import annotations

@@ -1,0 +1,4 @@
+"""Layer 6, ``compress``: quantization, quantized storage, pruning, distillation, low-rank
+factorization, LoRA, and the one module-surgery helper (:mod:`vramlib.compress.surgery`).
+May import every layer below.  Modules load on use.
+"""
