@@ -125,22 +125,32 @@ def target(value: float, limit: float, op: str = "<=") -> str:
 
 
 def glue(name: str, value: Any, digits: int | None = 2, *, pct: bool = False,
-         signed: bool = False) -> Text:
-    """Bind ``value`` to ``name`` for the prose (``{glue}`name```), formatted by
+         signed: bool = False) -> Any:
+    """Bind ``value`` to ``name`` for the prose (``{glue}`name```) or a figure block
+    (``{glue:figure}``), and return what was bound.  A number is formatted by
     :func:`vramlib.fmt_num` (``digits``, ``pct``, ``signed``; ``digits=None`` keeps a string
-    or an int as it is), and return the text.  Needs MyST-NB (installed with the book's
-    build environment); without it the text is only returned.
+    or an int as it is) and returned as text; any other object (a matplotlib figure, a
+    :class:`Table`) is bound as it is.  Needs MyST-NB, installed with the book's build
+    environment; without it (Colab, a bare Jupyter) nothing is bound and a figure is simply
+    displayed, so the reader still sees it.
     Defined in Chapter 0, "How the book prints numbers"."""
     if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
         raise ValueError(f"glue name must be an identifier-like string; got {name!r}")
-    if digits is None or isinstance(value, str):
-        text = Text(f"{value:,}" if isinstance(value, int) and not isinstance(value, bool)
-                    else str(value))
+    if isinstance(value, (int, float, str)) or hasattr(value, "__float__"):
+        if digits is None or isinstance(value, str):
+            bound: Any = Text(f"{value:,}" if isinstance(value, int)
+                              and not isinstance(value, bool) else str(value))
+        else:
+            bound = Text(fmt_num(value, digits, pct=pct, signed=signed))
     else:
-        text = Text(fmt_num(value, digits, pct=pct, signed=signed))
+        bound = value
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return text
-    _glue(name, text, display=False)
-    return text
+        if bound is value and hasattr(value, "savefig"):  # a figure: show it
+            from IPython.display import display
+
+            display(value)
+        return bound
+    _glue(name, bound, display=False)
+    return bound
