@@ -1,5 +1,6 @@
 """Known-answer tests of Part I's modules: stagemem, lora, qstore, generate, distributed."""
 
+import dataclasses
 import pytest
 import torch
 
@@ -243,15 +244,16 @@ def test_recompute_flops_counted():
 
     from vramlib.measure.checkpointing import gpt_forward, recompute_flops
 
-    cfg = small()
+    cfg = dataclasses.replace(small(), attn="eager")  # every matmul visible to the counter
     model = GPT(cfg)
     x = torch.randint(0, cfg.vocab_size, (2, 16))
     flops = {}
-    for policy in ("none", "full"):
+    for policy in ("none", "full", "selective"):
         with FlopCounterMode(display=False) as fc:
             gpt_forward(model, x, x, policy)[1].backward()
         flops[policy] = fc.get_total_flops()
     assert flops["full"] - flops["none"] == recompute_flops(cfg, 2, 16, "full")
+    assert flops["selective"] - flops["none"] == recompute_flops(cfg, 2, 16, "selective")
 
 
 def test_finetune_activation_formula():

@@ -96,8 +96,13 @@ def recompute_flops(cfg, batch: int, seq: int, policy: str) -> int:
     """Extra matmul FLOPs of one backward pass under ``policy``.  torch's non-reentrant
     checkpoint stops recomputing once the last saved tensor it needs is rebuilt, so the last
     matmul of each region (the MLP's ``proj``) is not recomputed: ``full`` adds
-    ``qkv + attn.proj + fc`` = ``16·N·d²`` per layer (plus attention scores), ``selective``
-    adds ``fc`` = ``8·N·d²``.  Defined in Part I, "Activations in depth"."""
+    ``qkv + attn.proj + fc`` = ``16·N·d²`` per layer plus the attention core's two matmuls,
+    ``QKᵀ`` and ``AV``, ``2·B·s²·d`` each (computed in full, causal mask or not);
+    ``selective`` adds ``fc`` = ``8·N·d²``.  torch 2.13's FLOP counter does not see the CPU's
+    fused attention kernel, so a measurement that should match this uses ``attn="eager"``.
+    Defined in Part I, "Activations in depth"."""
     _check_policy(policy)
     N, d = batch * seq, cfg.d_model
-    return int(cfg.n_layer * {"none": 0, "full": 16 * N * d * d, "selective": 8 * N * d * d}[policy])
+    core = 4 * batch * seq * seq * d
+    return int(cfg.n_layer * {"none": 0, "full": 16 * N * d * d + core,
+                              "selective": 8 * N * d * d}[policy])

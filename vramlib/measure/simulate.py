@@ -575,12 +575,17 @@ def decode_loop(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens:
                               device=input_ids.device, dtype=model.dtype)
     else:
         pkv = DynamicCache(config=cfg) if "config" in DynamicCache.__init__.__code__.co_varnames else DynamicCache()
+    # transformers >= 5.2x takes the cache as ``cache=`` and deprecates ``past_key_values=``
+    # (removed in 5.40); older releases know only the latter.
+    import inspect
+
+    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     ids = input_ids
     mask = torch.ones_like(input_ids)        # generate() passes an all-ones attention mask
     pos = torch.arange(s, device=input_ids.device)
     with phase("prefill"):
         out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask, s),
-                    past_key_values=pkv, use_cache=True, cache_position=pos, logits_to_keep=1)
+                    use_cache=True, cache_position=pos, logits_to_keep=1, **{cache_kw: pkv})
         mark(_cache_tensors(pkv), "kv_cache")
         logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)   # as generate() does
         nxt = logits.argmax(-1, keepdim=True)
@@ -591,7 +596,7 @@ def decode_loop(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens:
         for i in range(max_new_tokens - 1):
             pos = torch.tensor([s + i], device=input_ids.device)
             out = model(input_ids=nxt, attention_mask=mask, position_ids=_positions(mask, 1),
-                        past_key_values=pkv, use_cache=True, cache_position=pos, logits_to_keep=1)
+                        use_cache=True, cache_position=pos, logits_to_keep=1, **{cache_kw: pkv})
             mark(_cache_tensors(pkv), "kv_cache")
             logits = out.logits[:, -1, :].to(copy=True, dtype=torch.float32)
             nxt = logits.argmax(-1, keepdim=True)
