@@ -33,11 +33,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vramlib import pick_device, seed_everything, track_memory  # noqa: E402
-from vramlib.lora import apply_lora, trainable_params  # noqa: E402
+from vramlib.compress.lora import apply_lora, trainable_params  # noqa: E402
+from vramlib.compress.qstore import quantize_linears  # noqa: E402
+from vramlib.core.records import write_record  # noqa: E402
+from vramlib.measure.stagemem import finetune_activation_bytes  # noqa: E402
 from vramlib.models import GPT, GPTConfig  # noqa: E402
-from vramlib.qstore import quantize_linears  # noqa: E402
-from vramlib.records import write_record  # noqa: E402
-from vramlib.stagemem import finetune_activation_bytes  # noqa: E402
 
 VARIANTS = {"recorded": ({}, 1), "no-workspace": ({"CUBLAS_WORKSPACE_CONFIG": ":0:0"}, 1),
             "two-warm-ups": ({}, 2)}
