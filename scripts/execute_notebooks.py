@@ -119,12 +119,24 @@ def _write(out: Path, chapters: dict, total: float, kind: str) -> None:
                   "transformers": tf_version, "how": "scripts/execute_notebooks.py --record"})
 
 
-def record_execution(out: Path, paths: list[Path]) -> int:
-    """Run each notebook on a copy (outputs not written back) and record how it went."""
+def record_execution(out: Path, paths: list[Path], add: Path | None = None) -> int:
+    """Run each notebook on a copy (outputs not written back) and record how it went.
+    With ``add`` (an earlier record of the same device kind), its chapters are kept and the
+    ones run now replace theirs: a book longer than one session's command limit is recorded
+    in parts.  Each chapter's entry names the device and date it ran on."""
+    import datetime as _dt
+
     import torch
+
+    from vramlib.core.device import describe_device
+    from vramlib.core.records import read_record
 
     kind = "cuda" if torch.cuda.is_available() else "cpu"
     chapters, total = {}, 0.0
+    if add is not None:
+        chapters = dict(read_record(add).results["chapters"])
+        total = sum(c["seconds"] for c in chapters.values())
+    where = describe_device()
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         nb.cells.append(nbformat.v4.new_code_cell(_PEAK_CELL))
@@ -144,7 +156,10 @@ def record_execution(out: Path, paths: list[Path]) -> int:
             text = o.get("text", "")
             if "VRAMLIB-PEAK" in text:
                 peak = json.loads(text.split("VRAMLIB-PEAK", 1)[1])
+        if rel in chapters:
+            total -= chapters[rel]["seconds"]
         chapters[rel] = {"status": status, "seconds": round(dt, 1), **peak,
+                         "device": where, "date": _dt.date.today().isoformat(),
                          **({"error": error} if error else {})}
         print(f"{dt:7.1f} s  {budget_mark(dt)}  {status:5s}  {rel}", flush=True)
         _write(out, chapters, total, kind)  # after every chapter: a cut-off run keeps its part
@@ -158,13 +173,16 @@ def record_execution(out: Path, paths: list[Path]) -> int:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="*", help="notebooks or folders (default: chapters/)")
+    ap.add_argument("--add", type=Path, metavar="EARLIER.json",
+                    help="with --record: keep the chapters of an earlier record, replace the "
+                         "ones run now")
     ap.add_argument("--record", type=Path, metavar="OUT.json",
                     help="record each chapter's run instead of writing outputs back "
                          "(default paths: every notebook of _toc.yml)")
     args = ap.parse_args(argv)
     if args.record:
         paths = notebooks(args.paths) if args.paths else toc_notebooks()
-        return record_execution(args.record, [p.resolve() for p in paths])
+        return record_execution(args.record, [p.resolve() for p in paths], args.add)
     return execute_in_place(notebooks(args.paths))
 
 
