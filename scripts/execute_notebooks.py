@@ -24,6 +24,7 @@ import argparse
 import datetime
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -146,7 +147,8 @@ def record_execution(out: Path, paths: list[Path], add: Path | None = None) -> i
             run(nb, path, timeout=300)
             status, error = "ok", None
         except CellExecutionError as exc:  # the chapter's own error, kept for the record
-            status, error = "error", str(exc).strip().splitlines()[-1][:300]
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+            status, error = "error", "\n".join(text[-12:])[-1500:]  # the failing lines
         except TimeoutError as exc:
             status, error = "timeout", str(exc)[:300]
         dt = time.perf_counter() - t0
