@@ -48,3 +48,23 @@ def test_check_links_finds_each_kind_of_problem(tmp_path: Path) -> None:
         "index.html: <script src> loads a remote asset https://cdn.example.org/x.js (not offline)",
         "sub/page.html: broken link ../style.css",
     ])
+
+
+def test_status_tables_break_across_pdf_pages_and_show_gpu_beside_cpu() -> None:
+    text = book_status.render(ROOT)
+    # every table is a longtable (issue 18: the execution table ran off its PDF page)
+    n_tables = sum(1 for line in text.splitlines() if line.startswith("|---"))
+    assert n_tables and text.count(":class: longtable") == n_tables
+    header = next(line for line in text.splitlines() if line.startswith("| chapter | CPU"))
+    assert "GPU status" in header and "GPU (s)" in header
+    assert "## Numbers in prose neither glued nor cited" in text
+
+
+def test_status_reads_the_gpu_execution_record(tmp_path: Path) -> None:
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text("")
+    assert book_status.gpu_execution(tmp_path) is None
+    rec = {"provenance": {"name": "NVIDIA H200"}, "config": {},
+           "results": {"chapters": {"a.ipynb": {"status": "ok", "seconds": 1.0}}}}
+    (tmp_path / "benchmarks" / "results" / "gpu_execution.json").write_text(json.dumps(rec))
+    assert book_status.gpu_execution(tmp_path)["results"]["chapters"]["a.ipynb"]["status"] == "ok"
