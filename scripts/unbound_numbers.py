@@ -16,9 +16,13 @@ and is NOT
 
 - inside math (``$...$``, ``$$...$$``), inline code, a role (``{glue}`x```, ``{doc}`...```),
   a code block, a link target, a directive's option line or an HTML comment;
-- a version (``PyTorch 2.0``) or part of a name (``H100``, ``fp32``, ``Llama-2-7B``, ``B12``, ``2:4``, ``v0.3``);
-- in a sentence that cites a source: ``{cite}`key``` or a claim ID of the two source
-  articles in bold (``**A9**``, ``**B8**``), whose numbers the sentence quotes.
+- a version or product number (``PyTorch 2.0``, ``RTX 4090``), a shape (``8192 × 8192``)
+  or part of a name (``H100``, ``fp32``, ``Llama-2-7B``, ``B12``, ``2:4``, ``v0.3``);
+- in a sentence that cites a source (``{cite}`key```), or inside quotation marks in a
+  sentence that names the claim of the two source articles it quotes (``**A9**`` in bold,
+  or a table row that starts with the claim ID, as in the claims ledger);
+- in the page's YAML front matter (the claims ledger's substitutions, which
+  scripts/ledger_values.py copies from the notebooks' glued outputs and a test checks).
 
 Small integers without a decimal, percent or × (``2 bytes``, ``three`` and ``4 bits``)
 are definitions and counts, not measurements, and are not reported.
@@ -48,15 +52,19 @@ _STRIP = [
     (re.compile(r"``.+?``|`[^`\n]+`"), " CODE "),
     (re.compile(r"\]\([^)]*\)"), "]"),
     (re.compile(r"https?://\S+"), " URL "),
+    (re.compile(r"\{\{[^}]*\}\}"), " SUB "),
 ]
-_CITES = re.compile(r"\{cite[\w:]*\}`|\*\*[AB]\d{1,2}\*\*")
+_CITES = re.compile(r"\{cite[\w:]*\}`")
+_CLAIM = re.compile(r"\*\*[AB]\d{1,2}\*\*|\A\s*\|\s*[AB]\d{1,2}\s*\|")
+_QUOTED = re.compile(r"\"[^\"\n]*\"|“[^”]*”")
 _NUMBER = re.compile(
     r"(?<![\w.\-/:^_~#@])"                           # not inside a name, path or 2:4
     r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
     r"(?P<tail>\s?(?:%|×(?!\s?\d))|)"                 # 2×, 61 %; not the product 2 × 4
     r"(?![\w:]|\.\d|-[A-Za-z\d])")                    # not 7B, fp32, 2:4, 1.2.3, 4-bit
 _VERSION = re.compile(r"(?:torch|PyTorch|Python|CUDA|cuDNN|transformers|version|driver|"
-                      r"MyST-NB|Jupyter Book|sm_|compute capability)\s*$", re.I)
+                      r"MyST-NB|Jupyter Book|sm_|compute capability|RTX|GeForce|Radeon|"
+                      r"Xeon|EPYC|Ryzen)\s*$", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z*({])|\n\s*\n|\n(?=\s*[*-] |\s*\d+\. |\s*\|)")
 
 
@@ -101,8 +109,14 @@ def prose_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
+_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
+
+
 def unbound_in_text(text: str, path: str, cell: int | None = None) -> list[Unbound]:
     """Every unbound number of one Markdown text."""
+    front = _FRONT_MATTER.match(text)
+    if front:   # keep the line numbers: blank the front matter's lines
+        text = "\n" * front.group(0).count("\n") + text[front.end():]
     lines = prose_lines(text)
     if not lines:
         return []
@@ -118,7 +132,8 @@ def unbound_in_text(text: str, path: str, cell: int | None = None) -> list[Unbou
             continue
         offset = sentence_match.start()
         clean = sentence
-        for pattern, repl in _STRIP:  # keep offsets: replace by same-length blanks
+        strip = _STRIP + ([(_QUOTED, "")] if _CLAIM.search(sentence) else [])
+        for pattern, repl in strip:  # keep offsets: replace by same-length blanks
             clean = pattern.sub(lambda m: " " * len(m.group(0)), clean)
         for m in _NUMBER.finditer(clean):
             num, tail = m.group("num"), m.group("tail").strip()
@@ -127,8 +142,11 @@ def unbound_in_text(text: str, path: str, cell: int | None = None) -> list[Unbou
                 continue
             if not tail and "." not in num and 1900 <= value <= 2099:
                 continue
-            if _VERSION.search(clean[:m.start()]):          # "PyTorch 2.0", "CUDA 12.4"
+            if _VERSION.search(clean[:m.start()]):          # "PyTorch 2.0", "RTX 4090"
                 continue
+            if re.match(r"\s?×\s?\d", clean[m.end():]) or re.search(r"\d\s?×\s?$",
+                                                                 clean[:m.start()]):
+                continue                                       # a shape: 8192 × 8192
             pos = offset + m.start()
             line_no = max(no for start, no in starts if start <= pos)
             ctx = " ".join(sentence.split())

@@ -27,3 +27,15 @@ def test_bound_cited_and_named_numbers_are_not():
 
 def test_the_book_is_scanned():
     assert isinstance(scan(), list)
+
+
+def test_quoted_claims_front_matter_and_substitutions():
+    text = "---\nmyst:\n  substitutions:\n    x: '61 %'\n---\nThe value is {{ x }}.\n"
+    assert numbers(text) == []
+    # a claim's quoted numbers are the source's; the sentence's own numbers are not
+    assert numbers('Article B says "INT8 is 3× faster" (**B8**); we measured 1.30×.') == ["1.30×"]
+    assert numbers('| A9 | "7B → 14 GB, 13B → 26 GB" | holds | error +3.9 % |') == ["3.9%"]
+
+
+def test_shapes_and_product_numbers_are_names():
+    assert numbers("Two 8192×8192 matrices on an RTX 4090, batch 4 × 2048 tokens.") == []
