@@ -55,8 +55,8 @@ _STRIP = [
     (re.compile(r"\{\{[^}]*\}\}"), " SUB "),
 ]
 _CITES = re.compile(r"\{cite[\w:]*\}`")
-_CLAIM = re.compile(r"\*\*[AB]\d{1,2}\*\*|\A\s*\|\s*[AB]\d{1,2}\s*\|")
-_QUOTED = re.compile(r"\"[^\"\n]*\"|“[^”]*”")
+_CLAIM = re.compile(r"\*\*[AB]\d{1,2}\b|\A\s*\|\s*[AB]\d{1,2}\s*\|")
+_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”")
 _NUMBER = re.compile(
     r"(?<![\w.\-/:^_~#@])"                           # not inside a name, path or 2:4
     r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
