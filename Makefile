@@ -31,7 +31,7 @@ TEX_PKGS := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-
             texlive-lang-cjk texlive-lang-chinese xindy latexmk fonts-noto-cjk fonts-freefont-otf lmodern poppler-utils
 
 .PHONY: book test test-fast unit nbval execute lab lock clean venv assets status linkcheck browser-test \
-        pdf cheatsheet tex chromium calculator repository
+        pdf cheatsheet tex chromium calculator repository handouts
 
 venv: $(STAMP)
 
@@ -109,6 +109,9 @@ cheatsheet: tex
 	mkdir -p _build/handouts
 	cd handouts && latexmk -xelatex -interaction=nonstopmode -halt-on-error -outdir=../_build/handouts cheatsheet.tex
 	@ls -l _build/handouts/cheatsheet.pdf
+
+handouts: book
+	$(BIN)/python scripts/handouts.py --all --pdf
 
 # nbval runs twice: with the CPU's own kernels in the checkout, then on a copy of chapters/
 # outside it (each notebook alone, as Colab opens it) with ATen, MKL and oneDNN held to their

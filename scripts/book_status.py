@@ -9,8 +9,13 @@ Usage: python scripts/book_status.py [OUT.md]   (default: _build/generated/statu
   (scripts/execute_notebooks.py) records in the notebook metadata under ``vramlib.execution``
   (date, seconds, device, torch, Python, vramlib), falling back to the cell timestamps for
   notebooks executed otherwise; and counts code cells, outputs and error outputs;
+- the GPU execution record of the whole book, vramlib/data/records/gpu_execution.json (through
+  the records reader, ``vramlib.core.records``), shown in columns beside the CPU execution;
+- the count of numbers in prose that are neither glued nor cited (scripts/unbound_numbers.py);
 - every recorded result shipped in vramlib/data/records (none is fine), through the records
   reader: the device, driver, torch and CUDA versions and date of its provenance.
+
+Every table is a MyST ``{table}`` of class ``longtable``, so that it breaks across PDF pages.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vramlib.core.records import read_record, records_dir  # noqa: E402
+from vramlib.core.records import Record, load_record, read_record, records_dir  # noqa: E402
 
 
 def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
@@ -97,33 +102,109 @@ def _cell(v: Any) -> str:
     return s.replace("|", "\\|").replace("\n", " ") or "—"
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def _table(header: list[str], rows: list[list[Any]], caption: str = "",
+           widths: list[int] | None = None) -> str:
+    """A Markdown table inside a MyST ``{table}`` with the ``longtable`` class, so that in the
+    PDF it breaks across pages instead of running off the page (issue 18)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
+    opts = [":class: longtable"] + ([":widths: " + " ".join(map(str, widths))] if widths else [])
+    return "\n".join([f"```{{table}} {caption}".rstrip(), *opts, "", *lines, "```"])
+
+
+def gpu_execution(records: Path | None = None, name: str = "gpu_execution") -> Record | None:
+    """The GPU execution record of the book (``vramlib/data/records/gpu_execution.json``,
+    written by ``scripts/execute_notebooks.py --record`` on a GPU), read through the records
+    reader (:mod:`vramlib.core.records`); ``records`` defaults to the package's records
+    folder.  ``None`` when there is none."""
+    if records is None:
+        return load_record(name)
+    path = records / f"{name}.json"
+    return read_record(path) if path.is_file() else None
+
+
+def _gib(n: Any) -> str | None:
+    return f"{n / 2**30:.1f}" if isinstance(n, (int, float)) and n else None
+
+
+def unbound_count(root: Path = ROOT) -> tuple[int, dict[str, int]]:
+    """How many numbers in the chapters' prose are neither glued nor cited, and where
+    (scripts/unbound_numbers.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import unbound_numbers
+
+    found = unbound_numbers.scan(root)
+    return len(found), unbound_numbers.per_file(found)
 
 
 def render(root: Path = ROOT) -> str:
     """The Markdown tables of the status page."""
+    records = root / "vramlib" / "data" / "records"
+    gpu = gpu_execution(records)
+    gpu_ch = (gpu.results.get("chapters") or {}) if gpu else {}
+    setups: list[str] = []        # distinct CPU set-ups, numbered in the table
     nb_rows = []
     for path in toc_notebooks(root):
         r = notebook_row(path, root)
-        secs = f"{r['seconds']:.1f} s" if isinstance(r.get("seconds"), (int, float)) else None
+        secs = f"{r['seconds']:.1f}" if isinstance(r.get("seconds"), (int, float)) else None
         versions = ", ".join(f"{k} {r[k]}" for k in ("torch", "python", "vramlib") if r.get(k))
-        executed = str(r.get("date", ""))[:19].replace("T", " ")
+        setup = "; ".join(s for s in (r.get("device"), versions) if s) + (
+            f" ({r['how']})" if r.get("how") and r["how"] != "`make execute`" else "")
+        if setup not in setups:
+            setups.append(setup)
+        executed = str(r.get("date", ""))[:10]
+        g = gpu_ch.get(path.relative_to(root).as_posix())
+        if g is None:
+            g_status, g_secs, g_peak = ("not run" if gpu else None), None, None
+        else:
+            g_status = g.get("status")
+            g_secs = f"{g['seconds']:.1f}" if isinstance(g.get("seconds"), (int, float)) else None
+            g_peak = _gib(g.get("peak_allocated")) or ("0" if g.get("status") == "ok" else None)
         nb_rows.append([f"{{doc}}`{r['title']} </{r['doc']}>`",
-                        f"{executed} by {r.get('how', '`make execute`')}" if executed else None,
-                        secs, r.get("device"), versions,
-                        f"{r['code_cells']} / {r['outputs']} / {r['errors']}"])
-    out = ["## Notebooks", "",
-           _table(["chapter", "executed (UTC)", "time", "device", "versions",
-                   "code cells / outputs / errors"], nb_rows) if nb_rows else "No notebook in the table of contents yet.",
-           "", "## Recorded GPU results", ""]
-    res = list(result_rows(root / "vramlib" / "data" / "records"))
+                        f"{executed} [{setups.index(setup) + 1}]" if executed else None, secs,
+                        f"{r['code_cells']} / {r['outputs']} / {r['errors']}",
+                        g_status, g_secs, g_peak])
+    out = ["## Notebooks", ""]
+    if nb_rows:
+        if gpu:
+            p = gpu.provenance
+            total = gpu.results.get("total_seconds")
+            out += ["The CPU columns are the committed outputs (the run that `make execute` recorded "
+                    "in each notebook); the GPU columns are one run of the whole book, top to bottom, "
+                    f"on {p.device} (driver {p.driver or '?'}, torch {p.torch or '?'}, CUDA "
+                    f"{p.cuda or '?'}, {p.date[:10]}; "
+                    f"`{gpu.config.get('how', 'scripts/execute_notebooks.py --record')}`"
+                    + (f", {total:.0f} s in all" if isinstance(total, (int, float)) else "") + "). "
+                    "\"not run\" marks a chapter that run did not get to before its time limit, or one "
+                    "newer than the run; "
+                    "\"peak\" is `torch.cuda.max_memory_allocated` over the chapter.", ""]
+        else:
+            out += ["No GPU execution of the book is recorded yet "
+                    "(`vramlib/data/records/gpu_execution.json`).", ""]
+        out.append(_table(["chapter", "CPU: executed (UTC) [set-up]", "CPU (s)",
+                           "code cells / outputs / errors", "GPU status", "GPU (s)",
+                           "GPU peak (GiB)"], nb_rows,
+                          "Every chapter, executed on a CPU and on a GPU",
+                          [34, 16, 8, 14, 12, 8, 8]))
+        out += ["", "CPU set-ups:", ""] + [f"{i}. {s}" for i, s in enumerate(setups, 1)]
+    else:
+        out.append("No notebook in the table of contents yet.")
+    n_unbound, where = unbound_count(root)
+    out += ["", "## Numbers in prose neither glued nor cited", "",
+            f"**{n_unbound}** (goal 0), counted by `scripts/unbound_numbers.py`, which lists each one "
+            "with its sentence.  Every measured or computed number in prose should come from the "
+            "code that produced it (`{glue}`) or from a cited source."]
+    if where:
+        out += ["", _table(["chapter", "unbound numbers"],
+                           [[f"`{k}`", v] for k, v in sorted(where.items(), key=lambda kv: -kv[1])],
+                           "Unbound numbers per page", [70, 30])]
+    out += ["", "## Recorded GPU results", ""]
+    res = list(result_rows(records))
     if res:
         out.append(_table(["file (vramlib/data/records/)", "device", "driver", "torch", "CUDA", "date"],
                           [[f"`{r['file']}`", r.get("device"), r.get("driver"), r.get("torch"), r.get("cuda"),
-                            str(r.get("date") or "")[:19].replace("T", " ")] for r in res]))
+                            str(r.get("date") or "")[:10]] for r in res],
+                          "Every recorded GPU result", [30, 22, 12, 14, 8, 14]))
     else:
         out.append("No recorded GPU run yet: `vramlib/data/records/` holds no result file.")
     return "\n".join(out) + "\n"

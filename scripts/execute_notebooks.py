@@ -12,7 +12,7 @@ The default mode is how committed outputs are made: what nbval then re-checks in
 notebook also records how and where it ran in its metadata (``vramlib.execution``: date,
 seconds, device, torch, Python, vramlib); the appendix page "Execution status"
 (scripts/book_status.py) tabulates it.  ``--record`` is how the book shows that every chapter
-runs unchanged on a GPU (benchmarks/results/gpu_execution.json; run it on a CUDA machine).
+runs unchanged on a GPU (vramlib/data/records/gpu_execution.json; run it on a CUDA machine).
 
 Budgets (Developers' guide): each chapter <= 60 s, on 2 CPU cores and on one H100; the whole
 book <= 5 min on the CPU and <= 10 min on the GPU.  Times over budget are marked "OVER".

@@ -143,6 +143,10 @@ def test_catalog_every_figure_is_sourced_and_dense():
     assert get_gpu("H100").supports("fp8") and not get_gpu("H100").supports("int4")
     assert not get_gpu("V100").supports("int8") and not get_gpu("V100").supports("bf16")
     assert get_gpu("B200").supports("fp4")
+    # no figure is not "no": the B200's brief quotes no FP32 rate, a capacity-only entry none
+    assert get_gpu("B200").supports("fp32") is None and get_gpu("T4").supports("fp64") is None
+    assert get_gpu("RTX 3090").supports("int8") is None and get_gpu("H100").supports("fp32")
+    assert get_gpu("V100").supports("int8") is False
     # H100 SXM datasheet: 3,958 TFLOPS FP8 with sparsity -> 1,979 dense
     assert get_gpu("H100").peak_flops["fp8"] == 1979e12
 

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import book_status  # noqa: E402
@@ -45,3 +47,26 @@ def test_check_links_finds_each_kind_of_problem(tmp_path: Path) -> None:
         "index.html: <script src> loads a remote asset https://cdn.example.org/x.js (not offline)",
         "sub/page.html: broken link ../style.css",
     ])
+
+
+def test_status_tables_break_across_pdf_pages_and_show_gpu_beside_cpu() -> None:
+    text = book_status.render(ROOT)
+    # every table is a longtable (issue 18: the execution table ran off its PDF page)
+    n_tables = sum(1 for line in text.splitlines() if line.startswith("|---"))
+    assert n_tables and text.count(":class: longtable") == n_tables
+    header = next(line for line in text.splitlines() if line.startswith("| chapter | CPU"))
+    assert "GPU status" in header and "GPU (s)" in header
+    assert "## Numbers in prose neither glued nor cited" in text
+
+
+def test_status_reads_the_gpu_execution_record(tmp_path: Path) -> None:
+    from vramlib.core.records import write_record
+    assert book_status.gpu_execution(tmp_path) is None
+    write_record(tmp_path / "gpu_execution.json",
+                 {"chapters": {"a.ipynb": {"status": "ok", "seconds": 1.0}}}, {}, "cpu")
+    assert book_status.gpu_execution(tmp_path).results["chapters"]["a.ipynb"]["status"] == "ok"
+    shipped = book_status.gpu_execution()          # the package's record, via load_record
+    assert shipped is not None and shipped.provenance.device == "NVIDIA H200"
+    (tmp_path / "gpu_execution.json").write_text(json.dumps({"provenance": {}, "results": {}}))
+    with pytest.raises(ValueError, match="migrate_records"):   # version 0: says how to fix
+        book_status.gpu_execution(tmp_path)

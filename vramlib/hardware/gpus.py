@@ -66,8 +66,12 @@ class GPU:
         """Whether peak rates are catalogued (capacity-only entries have none)."""
         return bool(self.peak_flops)
 
-    def supports(self, dtype: str) -> bool:
-        """Whether the tensor cores (or CUDA cores, for fp32/fp64) run ``dtype`` natively."""
+    def supports(self, dtype: str) -> bool | None:
+        """Whether the tensor cores (or CUDA cores, for fp32/fp64) run ``dtype`` natively;
+        ``None`` (unknown) where the catalog has no figure that would say: fp32/fp64 (every
+        GPU runs them, but a source may not quote them) or a capacity-only entry."""
+        if dtype not in self.peak_flops and (dtype in ("fp32", "fp64") or not self.rates_known):
+            return None
         return self.peak_flops.get(dtype, 0.0) > 0
 
 
