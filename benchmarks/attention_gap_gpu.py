@@ -1,6 +1,6 @@
 """Eager vs fused attention on a GPU: what is saved, and what the backward adds, per dtype.
 
-    python benchmarks/attention_gap_gpu.py --out benchmarks/results/attention_gap_gpu.json
+    python benchmarks/attention_gap_gpu.py [--out vramlib/data/records/attention_gap_gpu.json]
     python benchmarks/attention_gap_gpu.py --small --out /tmp/attention_gap_cpu.json   # CPU
 
 "Activations in depth" predicts the eager-minus-fused difference of the *saved* tensors,
@@ -15,7 +15,8 @@ FlashAttention; in fp32 it is the memory-efficient kernel):
 * ``sdpa_backend``: the fused kernel torch chose (flash, efficient or math), read from the
   profiler's kernel names.
 
-Out-of-memory is recorded as null.  Written with vramlib.records.write_record (provenance).
+Out-of-memory is recorded as null.  Written with vramlib.core.records.write_record
+(provenance).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vramlib import pick_device, seed_everything, track_memory  # noqa: E402
 from vramlib.models import GPT, GPTConfig  # noqa: E402
-from vramlib.records import write_record  # noqa: E402
+from vramlib.core.records import records_dir, write_record  # noqa: E402
 
 
 def _clean(dev: torch.device) -> None:
@@ -80,7 +81,7 @@ def measure_one(cfg: GPTConfig, batch: int, seq: int, dtype: torch.dtype,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="benchmarks/results/attention_gap_gpu.json")
+    ap.add_argument("--out", default=str(records_dir() / "attention_gap_gpu.json"))
     ap.add_argument("--small", action="store_true", help="CPU-sized rehearsal")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: pick_device())")
     args = ap.parse_args(argv)
