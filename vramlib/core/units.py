@@ -2,7 +2,8 @@
 
 The book reports memory in **GiB/MiB** (powers of 2, what ``nvidia-smi`` and torch's
 allocator print) and says so; vendors and the source articles use **GB** (powers of 10).
-An "80 GB" H100 holds 80 × 10⁹ bytes = 74.5 GiB.  See Chapter 0, section "Bytes, GB and GiB".
+GPU memory is the exception: an "80 GB" H100 reports 85,017,493,504 bytes = 79.2 GiB (its
+HBM is binary), not 80 × 10⁹ bytes = 74.5 GiB.  See Chapter 0, section "Bytes, GB and GiB".
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ with ``torch.utils.checkpoint`` applied according to ``policy``:
 * ``"none"`` — the plain forward: every block saves its ``16·N·d`` activations.
 * ``"full"`` — each block is a checkpoint: only its input (``N·d``) is saved, the block is run
   again during backward to rebuild the rest.
-* ``"selective"`` — only the MLP's interior (``fc`` → GELU → ``proj``) is recomputed: its
-  ``8·N·d`` saved values (pre- and post-GELU) disappear, the attention half is kept.
+* ``"selective"`` — MLP recomputation: only the MLP's interior (``fc`` → GELU → ``proj``) is
+  recomputed: its ``8·N·d`` saved values (pre- and post-GELU) disappear, the attention half
+  is kept.  ('selective' in Korthikanti et al. recomputes the attention core.)
 
 Defined in Part I, "Activations in depth".
 """
