@@ -28,26 +28,6 @@ NOTEBOOKS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "chapters").r
 
 # --- allow-list: (code lines > 88, output lines > 100) per notebook; lower it, never raise it ---
 KNOWN_OFFENDERS: dict[str, tuple[int, int]] = {
-    "chapters/00-before-you-start/before-you-start.ipynb": (12, 0),
-    "chapters/part1-stage-memory/activations.ipynb": (27, 12),
-    "chapters/part1-stage-memory/anatomy-of-memory.ipynb": (19, 1),
-    "chapters/part1-stage-memory/beyond-one-gpu.ipynb": (21, 5),
-    "chapters/part1-stage-memory/calculator.ipynb": (27, 1),
-    "chapters/part1-stage-memory/debugging-oom.ipynb": (13, 1),
-    "chapters/part1-stage-memory/fine-tuning.ipynb": (21, 15),
-    "chapters/part1-stage-memory/inference.ipynb": (31, 8),
-    "chapters/part1-stage-memory/moe-memory.ipynb": (15, 4),
-    "chapters/part1-stage-memory/pretraining.ipynb": (26, 15),
-    "chapters/part1-stage-memory/serving-memory.ipynb": (27, 7),
-    "chapters/part1-stage-memory/three-ways-to-know.ipynb": (31, 7),
-    "chapters/part2-compression/distillation.ipynb": (18, 1),
-    "chapters/part2-compression/low-rank.ipynb": (34, 4),
-    "chapters/part2-compression/numbers-and-quantization.ipynb": (33, 16),
-    "chapters/part2-compression/overview.ipynb": (11, 2),
-    "chapters/part2-compression/post-training-quantization.ipynb": (49, 11),
-    "chapters/part2-compression/pruning.ipynb": (36, 16),
-    "chapters/part2-compression/putting-it-together.ipynb": (20, 0),
-    "chapters/part2-compression/quantization-aware-training.ipynb": (16, 1),
 }
 # --- end of allow-list ---
 
