@@ -32,33 +32,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vramlib import pick_device, seed_everything, track_memory  # noqa: E402
-from vramlib.compress.lora import apply_lora, trainable_params  # noqa: E402
-from vramlib.compress.qstore import quantize_linears  # noqa: E402
+from vramlib import pick_device, track_memory  # noqa: E402
+from vramlib.compress.lora import trainable_params  # noqa: E402
 from vramlib.core.records import write_record  # noqa: E402
 from vramlib.measure.stagemem import finetune_activation_bytes  # noqa: E402
-from vramlib.models import GPT, GPTConfig  # noqa: E402
+from vramlib.models import GPTConfig  # noqa: E402
+from benchmarks.part1_gpu import build_finetune_model  # noqa: E402
 
 VARIANTS = {"recorded": ({}, 1), "no-workspace": ({"CUBLAS_WORKSPACE_CONFIG": ":0:0"}, 1),
             "two-warm-ups": ({}, 2)}
 MODES = [("full", "full"), ("frozen (top block)", "frozen"), ("LoRA", "lora"), ("QLoRA", "qlora")]
 
 
-def _build(cfg: GPTConfig, mode: str, rank: int, k_top: int) -> GPT:
-    seed_everything(0)
-    m = GPT(cfg)
-    if mode.startswith("frozen"):
-        for p in m.parameters():
-            p.requires_grad_(False)
-        for blk in m.blocks[-k_top:]:
-            for p in blk.parameters():
-                p.requires_grad_(True)
-    elif mode == "LoRA":
-        apply_lora(m, rank)
-    elif mode == "QLoRA":
-        quantize_linears(m, "nf4", 64)
-        apply_lora(m, rank)
-    return m
+_build = build_finetune_model  # the model part1_gpu.py measured, built the same way
 
 
 def child(warmups: int, dev: torch.device) -> list[dict]:

@@ -100,26 +100,32 @@ def activations(dev, small):
     return {"batch": B, "config": base, "attention": rows}
 
 
+def build_finetune_model(cfg: GPTConfig, mode: str, rank: int, k_top: int) -> GPT:
+    """The book's GPT prepared for one fine-tuning mode of the chapter: ``full``,
+    ``frozen (top block)`` (only the top ``k_top`` blocks train), ``LoRA`` or ``QLoRA``."""
+    seed_everything(0)
+    m = GPT(cfg)
+    if mode.startswith("frozen"):
+        for p in m.parameters():
+            p.requires_grad_(False)
+        for blk in m.blocks[-k_top:]:
+            for p in blk.parameters():
+                p.requires_grad_(True)
+    elif mode == "LoRA":
+        apply_lora(m, rank)
+    elif mode == "QLoRA":
+        quantize_linears(m, "nf4", 64)
+        apply_lora(m, rank)
+    return m
+
+
 def finetuning(dev, small):
     cfg = GPTConfig(vocab_size=256, block_size=64, n_layer=4 if small else 12, n_head=4, d_model=128 if small else 768)
     B, s, rank, k_top = (8 if small else 16), 64, 8, 1
     x = torch.randint(0, cfg.vocab_size, (B, s), device=dev)
     out = []
     for mode, act_mode in [("full", "full"), ("frozen (top block)", "frozen"), ("LoRA", "lora"), ("QLoRA", "qlora")]:
-        seed_everything(0)
-        m = GPT(cfg)
-        if mode.startswith("frozen"):
-            for p in m.parameters():
-                p.requires_grad_(False)
-            for blk in m.blocks[-k_top:]:
-                for p in blk.parameters():
-                    p.requires_grad_(True)
-        elif mode == "LoRA":
-            apply_lora(m, rank)
-        elif mode == "QLoRA":
-            quantize_linears(m, "nf4", 64)
-            apply_lora(m, rank)
-        m = m.to(dev)
+        m = build_finetune_model(cfg, mode, rank, k_top).to(dev)
         opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-3, foreach=False)
         loss = m(x, x)[1]; loss.backward(); del loss; opt.step(); opt.zero_grad(set_to_none=True)
         with track_memory(dev) as rep:
