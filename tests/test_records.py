@@ -97,6 +97,15 @@ def test_reader_finds_package_data_from_any_working_directory(tmp_path, monkeypa
     assert rec is not None and "pretraining" in rec.results
     assert load_record("no_such_record") is None
     assert provenance_line(None) == "no recorded GPU run yet"
+
+
+def test_provenance_line_fits_the_page():
+    rec = Record("long", Provenance(device="NVIDIA H100 80GB HBM3 " * 3, kind="cuda",
+                                    date="2026-11-27T00:00:00+00:00", torch="2.13.0+cu130",
+                                    cuda="13.0", driver="580.159.04"), {}, {})
+    text = provenance_line(rec)
+    assert "\n" in text and max(map(len, text.splitlines())) <= 100
+    assert " ".join(text.split()) == " ".join(provenance_line(rec, width=10**6).split())
     assert [r.name for r in load_records("hardware", kind="cuda")] == ["hardware_h100", "hardware_h200"]
     with pytest.raises(ValueError, match="record name"):
         load_record("../secrets")

@@ -20,6 +20,7 @@ import json
 import platform
 import re
 import sys
+import textwrap
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -159,16 +160,19 @@ def load_records(prefix: str = "", kind: str | None = None) -> list[Record]:
     return [r for r in recs if kind is None or r.provenance.kind == kind]
 
 
-def provenance_line(record: Record | None, short: bool = False) -> str:
-    """One line naming where and when a record was made, or ``"no recorded GPU run yet"``;
+def provenance_line(record: Record | None, short: bool = False, width: int = 100) -> str:
+    """Where and when a record was made, or ``"no recorded GPU run yet"``, wrapped at
+    ``width`` columns (the page's output width) so that a chapter can print it as it is;
     ``short``: device, torch, driver and day only.  Defined in Part I, "Anatomy of memory"."""
     if record is None:
         return "no recorded GPU run yet"
     p = record.provenance
     if short:
-        return f"{p.device}, torch {p.torch}, driver {p.driver or '?'}, {p.date[:10]}"
-    return (f"recorded on {p.device} (driver {p.driver or '?'}, torch {p.torch or '?'}, "
-            f"CUDA {p.cuda or '?'}) on {p.date}")
+        line = f"{p.device}, torch {p.torch}, driver {p.driver or '?'}, {p.date[:10]}"
+    else:
+        line = (f"recorded on {p.device} (driver {p.driver or '?'}, torch {p.torch or '?'}, "
+                f"CUDA {p.cuda or '?'}) on {p.date}")
+    return textwrap.fill(line, width)
 
 
 # -- version 0 (the untyped files before the schema) ----------------------------------------
