@@ -122,8 +122,6 @@ LOW_ISA := ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests chapters --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider -v
-	@# The second run also proves every notebook runs alone, as Colab opens it: a copy of
-	@# chapters/ outside the checkout, with only the installed package to lean on.
 	d=$$(mktemp -d) && cp -r chapters tests/nbval_sanitize.cfg "$$d/" && cd "$$d" && \
 	  $(LOW_ISA) $(CURDIR)/$(BIN)/python -m pytest chapters --nbval --nbval-sanitize-with nbval_sanitize.cfg \
 	    -p no:cacheprovider -q -c /dev/null --rootdir "$$d"; rc=$$?; rm -rf "$$d"; exit $$rc
