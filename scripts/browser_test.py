@@ -365,9 +365,12 @@ def check_calculator(base: str, screenshot: str | None) -> int:
             if st["failed"]:
                 problems.insert(0, f"did not start: {st['failed']}")
             t = st["timings"] or {}
+            if t.get("snapshot_error"):   # the page fell back to a plain start: say why
+                problems.append(f"the memory snapshot was not used: {t['snapshot_error']}")
             report(not problems and st["ready"],
                    f"{CALCULATOR}: first result {t.get('first_result_ms', 0) / 1000:.2f} s after navigation "
-                   f"start{' (OVER the 5 s target)' if t.get('first_result_ms', 0) > 5000 else ''} (load event {t.get('load_event_ms', 0) / 1000:.2f} s; Pyodide "
+                   f"start{' (OVER the 5 s target)' if t.get('first_result_ms', 0) > 5000 else ''} "
+                   f"({'from the memory snapshot' if t.get('snapshot') else 'plain start'}; load event {t.get('load_event_ms', 0) / 1000:.2f} s; Pyodide "
                    f"{t.get('pyodide_ms', 0) / 1000:.2f} s, wheel + bridge {t.get('install_ms', 0) / 1000:.2f} s, "
                    f"first estimate {t.get('first_compute_ms', 0):.0f} ms), fresh profile, browser CPU "
                    f"{cpu:.1f} s, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, "

@@ -264,6 +264,30 @@
     return res[how]();
   }
 
+  // Pyodide from the memory snapshot that `make calculator` saved after importing the
+  // estimator (scripts/build_calculator_snapshot.mjs): no interpreter start-up, no imports.
+  // A plain start when there is none, the browser cannot gunzip, or the restore fails.
+  async function startPyodide(manifest) {
+    const opts = { indexURL: STATIC + "pyodide/", packages: [] };
+    const snap = manifest.snapshot;
+    if (snap && "DecompressionStream" in window) {
+      try {
+        // a promise: Pyodide compiles its WebAssembly while the snapshot downloads
+        const bytes = fetch(STATIC + "calculator/" + snap.file).then((res) => {
+          if (!res.ok) throw new Error(`${snap.file}: HTTP ${res.status}`);
+          return new Response(res.body.pipeThrough(new DecompressionStream("gzip"))).arrayBuffer();
+        }).then((b) => new Uint8Array(b));
+        const py = await loadPyodide(Object.assign({ _loadSnapshot: bytes }, opts));
+        T.timings.snapshot = true;
+        return py;
+      } catch (exc) {
+        T.timings.snapshot_error = String(exc);
+      }
+    }
+    T.timings.snapshot = false;
+    return loadPyodide(opts);
+  }
+
   async function boot() {
     const t0 = performance.now();
     if (location.protocol === "file:") {
@@ -271,20 +295,20 @@
         "opened from disk: serve the folder (python -m http.server -d _build/html) and open it from there");
     }
     setStatus("Loading Python (Pyodide) …");
-    const files = Promise.all([
-      fetchOk(STATIC + "calculator/manifest.json", "json").then(async (m) => [m,
-        await fetchOk(STATIC + "calculator/" + m.wheel, "arrayBuffer")]),
-      fetchOk(STATIC + "calculator/calculator.py", "text"),
-    ]);
-    const py = await loadPyodide({ indexURL: STATIC + "pyodide/", packages: [] });
+    const manifest = await fetchOk(STATIC + "calculator/manifest.json", "json");
+    const files = Promise.all([fetchOk(STATIC + "calculator/" + manifest.wheel, "arrayBuffer"),
+      fetchOk(STATIC + "calculator/calculator.py", "text")]);
+    const py = await startPyodide(manifest);
     T.timings.pyodide_ms = performance.now() - t0;
-    const [[manifest, wheel], bridge] = await files;
+    const [wheel, bridge] = await files;
     setStatus("Installing vramlib.estimate …");
+    // The file system is not part of a memory snapshot: unpack the wheel and the bridge in
+    // either case (after a restore, the modules are already imported and stay as they are).
     py.unpackArchive(wheel, "wheel", { extractDir: py.runPython("import site; site.getsitepackages()[0]") });
     py.FS.mkdirTree("/home/pyodide/calculator");
     py.FS.writeFile("/home/pyodide/calculator/calculator.py", bridge);
     py.runPython("import importlib, os, sys; importlib.invalidate_caches(); " +
-      "sys.path.insert(0, '/home/pyodide/calculator'); os.chdir('/home/pyodide/calculator')");
+      "d = '/home/pyodide/calculator'; d in sys.path or sys.path.insert(0, d); os.chdir(d)");
     const mod = py.pyimport("calculator");
     calc = mod.compute;
     schema = JSON.parse(mod.schema());
