@@ -31,7 +31,7 @@ TEX_PKGS := texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-
             texlive-lang-cjk texlive-lang-chinese xindy latexmk fonts-noto-cjk fonts-freefont-otf lmodern poppler-utils
 
 .PHONY: book test test-fast unit nbval execute lab lock clean venv assets status linkcheck browser-test \
-        pdf cheatsheet tex chromium calculator repository handouts
+        pdf cheatsheet tex chromium calculator repository handouts screenshots
 
 venv: $(STAMP)
 
@@ -111,6 +111,11 @@ cheatsheet: tex
 	mkdir -p _build/handouts
 	cd handouts && latexmk -xelatex -interaction=nonstopmode -halt-on-error -outdir=../_build/handouts cheatsheet.tex
 	@ls -l _build/handouts/cheatsheet.pdf
+
+# Screenshots of every page (desktop and phone width) and >= 10 PDF pages as PNG, under
+# _build/screenshots; fails when a code cell, output, table or equation is cut off.
+screenshots: $(STAMP) chromium
+	$(BIN)/python scripts/screenshots.py
 
 handouts: book
 	$(BIN)/python scripts/handouts.py --all --pdf

@@ -1,0 +1,144 @@
+"""Look at the book as a reader does: screenshots of every page, and of PDF pages.
+
+Usage: python scripts/screenshots.py [--html _build/html] [--pdf _build/latex/book.pdf]
+                                     [--out _build/screenshots] [--pdf-pages 12]
+
+1. Serves the built site on 127.0.0.1 and opens every page in headless Chromium at a desktop
+   width (1280 px) and a phone width (390 px), saving a full-page PNG of each under
+   OUT/desktop/ and OUT/phone/ (the height is capped at 12,000 px: the top of a long chapter).
+2. On each page and width, measures what a screenshot would show cut off: every code cell,
+   output, table or math display of the article whose content is wider than its box (a
+   horizontal scrollbar: the "measured / error / target" columns hidden behind it), and every
+   figure drawn at less than 55 % of its pixel width (its text shrunk below legibility).
+3. Renders pages of the PDF to PNG with poppler's ``pdftoppm`` (OUT/pdf/): the first pages,
+   the page of every table the book prints in the PDF only (the calculator's fit table, the
+   execution status), and pages spread evenly over the rest — at least 10.
+
+Prints one line per problem and a summary; exit status 1 when a page cuts something off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_test import browser, serve  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
+MAX_HEIGHT = 12_000
+MIN_FIGURE_SCALE = 0.55
+
+# What is cut off on the page just shown: boxes whose content is wider than the box itself.
+OVERFLOW_JS = """
+const art = document.querySelector("article.bd-article") || document.querySelector("main");
+if (!art) return {cut: [], small: []};
+const cut = [], small = [];
+const sel = "div.highlight pre, .cell_output pre, .output pre, table, mjx-container[display=true],"
+          + " div.cell_output, .table-wrapper";
+for (const e of art.querySelectorAll(sel)) {
+  if (e.closest(".toggle-hidden, details:not([open]), [hidden]")) continue;
+  const box = e.closest(".table-wrapper, .highlight, .cell_output, .output, mjx-container") || e;
+  if (e.scrollWidth > e.clientWidth + 2 || box.scrollWidth > box.clientWidth + 2) {
+    const text = (e.innerText || e.textContent || "").trim().split("\\n")[0].slice(0, 70);
+    cut.push({tag: e.tagName.toLowerCase(), over: e.scrollWidth - e.clientWidth, text});
+  }
+}
+for (const img of art.querySelectorAll("img")) {
+  if (!img.naturalWidth || img.closest("[hidden]")) continue;
+  const scale = img.getBoundingClientRect().width / img.naturalWidth;
+  if (scale < arguments[0]) small.push({src: img.src.split("/").pop(), scale});
+}
+return {cut, small, height: document.documentElement.scrollHeight};
+"""
+
+
+def shoot(drv, path: Path, width: int, height: int) -> None:
+    """A PNG of the page from its top, as tall as the page (at most MAX_HEIGHT px)."""
+    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
+    full = min(MAX_HEIGHT, drv.execute_script("return document.documentElement.scrollHeight"))
+    shot = drv.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": full, "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def check_pages(html: Path, out: Path) -> int:
+    pages = sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html")
+                   if not {"_sources", "_static"} & set(p.parts))
+    httpd, base = serve(html)
+    problems = 0
+    with tempfile.TemporaryDirectory(prefix="chromium-shots-") as profile:
+        drv = browser(profile)
+        try:
+            for rel in pages:
+                for name, (w, h) in WIDTHS.items():
+                    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                        "width": w, "height": h, "deviceScaleFactor": 1, "mobile": w < 600})
+                    drv.get(base + rel)
+                    drv.execute_script("return document.fonts.ready")
+                    rep = drv.execute_script(OVERFLOW_JS, MIN_FIGURE_SCALE)
+                    png = out / name / (rel.replace("/", "__").removesuffix(".html") + ".png")
+                    png.parent.mkdir(parents=True, exist_ok=True)
+                    shoot(drv, png, w, h)
+                    if name == "desktop":   # the column is the book's width; a phone scrolls
+                        for c in rep["cut"]:
+                            problems += 1
+                            print(f"  CUT  {rel} ({name}): <{c['tag']}> {c['over']} px too wide:"
+                                  f" {c['text']!r}")
+                    for s in rep["small"] if name == "desktop" else []:
+                        print(f"  SMALL {rel} ({name}): {s['src']} drawn at {s['scale']:.0%}")
+            print(f"screenshots: {len(pages)} pages × {len(WIDTHS)} widths under {out}")
+        finally:
+            drv.quit()
+            httpd.shutdown()
+    return problems
+
+
+def pdf_pages(pdf: Path, out: Path, want: int) -> list[int]:
+    """Page numbers to render: the first two, every PDF-only table's, the rest spread evenly."""
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
+                          text=True, check=True).stdout.split("\f")
+    n = len(text)
+    marks = [i + 1 for i, t in enumerate(text)
+             if "Execution status" in t or "fit table" in t.lower() or "does it fit" in t.lower()]
+    spread = [1 + round(k * (n - 1) / max(1, want - 1)) for k in range(want)]
+    return sorted({1, 2, *marks[:6], *spread})
+
+
+def render_pdf(pdf: Path, out: Path, want: int) -> list[Path]:
+    (out / "pdf").mkdir(parents=True, exist_ok=True)
+    done = []
+    for page in pdf_pages(pdf, out, want):
+        stem = out / "pdf" / f"page-{page:03d}"
+        subprocess.run(["pdftoppm", "-r", "70", "-png", "-singlefile", "-f", str(page),
+                        "-l", str(page), str(pdf), str(stem)], check=True)
+        done.append(stem.with_suffix(".png"))
+    print(f"screenshots: {len(done)} PDF pages of {pdf} rendered under {out / 'pdf'}")
+    return done
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--html", type=Path, default=ROOT / "_build" / "html")
+    ap.add_argument("--pdf", type=Path, default=ROOT / "_build" / "latex" / "book.pdf")
+    ap.add_argument("--out", type=Path, default=ROOT / "_build" / "screenshots")
+    ap.add_argument("--pdf-pages", type=int, default=12)
+    args = ap.parse_args(argv)
+    problems = check_pages(args.html, args.out) if args.html.exists() else 0
+    if args.pdf.exists():
+        render_pdf(args.pdf, args.out, args.pdf_pages)
+    else:
+        print(f"screenshots: no {args.pdf} (make pdf): no PDF pages rendered")
+    print(f"screenshots: {problems} cut-off results on the desktop pages")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
