@@ -105,6 +105,8 @@ def pdf_pages(pdf: Path, out: Path, want: int) -> list[int]:
     """Page numbers to render: the first two, every PDF-only table's, the rest spread evenly."""
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
                           text=True, check=True).stdout.split("\f")
+    if text and not text[-1].strip():
+        text.pop()          # pdftotext ends every page with a form feed, the last one too
     n = len(text)
     marks = [i + 1 for i, t in enumerate(text)
              if "Execution status" in t or "fit table" in t.lower() or "does it fit" in t.lower()]
