@@ -21,8 +21,7 @@ and is NOT
 - in a sentence that cites a source (``{cite}`key```), or inside quotation marks in a
   sentence that names the claim of the two source articles it quotes (``**A9**`` in bold,
   or a table row that starts with the claim ID, as in the claims ledger);
-- in the page's YAML front matter (the claims ledger's substitutions, which
-  scripts/ledger_values.py copies from the notebooks' glued outputs and a test checks).
+- in a page's YAML front matter (MyST substitutions are defined there, not stated).
 
 Small integers without a decimal, percent or × (``2 bytes``, ``three`` and ``4 bits``)
 are definitions and counts, not measurements, and are not reported.
