@@ -114,3 +114,17 @@ def test_a_hidden_cell_asserts_every_verdict():
     assert checks and all("remove-cell" in c["metadata"].get("tags", []) for c in checks)
     src = "".join(checks[0]["source"])
     assert "assert not failed" in src and "CHECKS" in src
+
+
+def test_each_rows_verdict_is_the_one_its_conditions_check():
+    code = "".join("".join(c["source"]) for c in NB["cells"] if c["cell_type"] == "code")
+    checked = re.findall(r'\("([AB]\d{1,2})", "(holds|caveats|wrong)",', code)
+    assert {cid for cid, _ in checked} == set(IDS) - {"B5"}
+    words = {"holds": "holds", "caveats": "holds with caveats", "wrong": "wrong"}
+    for cid, verdict in checked:
+        cell = cells(ROWS[cid])[2]
+        if verdict == "holds":   # plain "holds", not only as part of "holds with caveats"
+            assert re.search(r"\bholds\b(?! with caveats)", cell), (cid, cell)
+        else:
+            assert words[verdict] in cell, (cid, verdict, cell)
+    assert cells(ROWS["B5"])[2].startswith("not testable")
