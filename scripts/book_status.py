@@ -20,6 +20,7 @@ Every table is a MyST ``{table}`` of class ``longtable``, so that it breaks acro
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vramlib.core.records import Record, load_record, read_record, records_dir  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from execute_notebooks import BOOK_BUDGET_S, CHAPTER_BUDGET_S  # noqa: E402
 
 
 def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
@@ -137,58 +141,111 @@ def unbound_count(root: Path = ROOT) -> tuple[int, dict[str, int]]:
     return len(found), unbound_numbers.per_file(found)
 
 
-def render(root: Path = ROOT) -> str:
-    """The Markdown tables of the status page."""
-    records = root / "vramlib" / "data" / "records"
-    gpu = gpu_execution(records)
+def _secs(v: Any, budget: float) -> str | None:
+    """Seconds, marked "OVER" past the budget (the Developers' guide's time limits)."""
+    if not isinstance(v, (int, float)):
+        return None
+    return f"{v:.1f}" + (" OVER" if v > budget else "")
+
+
+def _gpu_name(desc: Any) -> str | None:
+    """'CUDA GPU: NVIDIA H200, 139.80 GiB, ...' -> 'H200'."""
+    if not desc:
+        return None
+    head = str(desc).split(":", 1)[-1].split(",")[0].strip()
+    return head.removeprefix("NVIDIA ").strip() or None
+
+
+def _failed_check(error: Any) -> str:
+    """What failed in a GPU error: the check's '# Check (hidden): ...' line, else the line
+    the traceback points at ('---->'), and the exception, shortened."""
+    lines = [ln.strip() for ln in str(error or "").splitlines() if ln.strip()]
+    what = next((ln.split("# Check (hidden):", 1)[1].strip() for ln in lines
+                 if "# Check (hidden):" in ln), "")
+    if not what:
+        at = next((ln for ln in lines if ln.startswith("---->")), "")
+        what = re.sub(r"^---->\s*\d+\s*", "", at).replace("`", "'")
+        what = f"`{what[:70]}`" if what else ""
+    exc = next((ln for ln in reversed(lines) if re.match(r"\w+(Error|Exception)\b", ln)),
+               lines[-1] if lines else "")
+    exc = exc[:60] + ("…" if len(exc) > 60 else "")
+    return f"{what} → {exc}" if what else exc
+
+
+def _notebook_rows(root: Path, gpu: Record | None, setups: list[str]) -> tuple[list, dict]:
+    """One row per chapter: CPU status, seconds, set-up; GPU status, seconds, peak, device."""
     gpu_ch = (gpu.results.get("chapters") or {}) if gpu else {}
-    setups: list[str] = []        # distinct CPU set-ups, numbered in the table
-    nb_rows = []
+    rows, totals = [], {"cpu": 0.0, "gpu": 0.0, "errors": []}
     for path in toc_notebooks(root):
         r = notebook_row(path, root)
-        secs = f"{r['seconds']:.1f}" if isinstance(r.get("seconds"), (int, float)) else None
         versions = ", ".join(f"{k} {r[k]}" for k in ("torch", "python", "vramlib") if r.get(k))
         setup = "; ".join(s for s in (r.get("device"), versions) if s) + (
             f" ({r['how']})" if r.get("how") and r["how"] != "`make execute`" else "")
         if setup not in setups:
             setups.append(setup)
+        totals["cpu"] += r.get("seconds") or 0.0
+        cpu_status = "ok" if not r["errors"] else f"{r['errors']} errors"
         executed = str(r.get("date", ""))[:10]
         g = gpu_ch.get(path.relative_to(root).as_posix())
         if g is None:
-            g_status, g_secs, g_peak = ("not run" if gpu else None), None, None
+            g_cols: list[Any] = ["not run" if gpu else None, None, None, None]
         else:
-            g_status = g.get("status")
-            g_secs = f"{g['seconds']:.1f}" if isinstance(g.get("seconds"), (int, float)) else None
-            g_peak = _gib(g.get("peak_allocated")) or ("0" if g.get("status") == "ok" else None)
-        nb_rows.append([f"{{doc}}`{r['title']} </{r['doc']}>`",
-                        f"{executed} [{setups.index(setup) + 1}]" if executed else None, secs,
-                        f"{r['code_cells']} / {r['outputs']} / {r['errors']}",
-                        g_status, g_secs, g_peak])
-    out = ["## Notebooks", ""]
-    if nb_rows:
-        if gpu:
-            p = gpu.provenance
-            total = gpu.results.get("total_seconds")
-            out += ["The CPU columns are the committed outputs (the run that `make execute` recorded "
-                    "in each notebook); the GPU columns are one run of the whole book, top to bottom, "
-                    f"on {p.device} (driver {p.driver or '?'}, torch {p.torch or '?'}, CUDA "
-                    f"{p.cuda or '?'}, {p.date[:10]}; "
-                    f"`{gpu.config.get('how', 'scripts/execute_notebooks.py --record')}`"
-                    + (f", {total:.0f} s in all" if isinstance(total, (int, float)) else "") + "). "
-                    "\"not run\" marks a chapter that run did not get to before its time limit, or one "
-                    "newer than the run; "
-                    "\"peak\" is `torch.cuda.max_memory_allocated` over the chapter.", ""]
-        else:
-            out += ["No GPU execution of the book is recorded yet "
-                    "(`vramlib/data/records/gpu_execution.json`).", ""]
-        out.append(_table(["chapter", "CPU: executed (UTC) [set-up]", "CPU (s)",
-                           "code cells / outputs / errors", "GPU status", "GPU (s)",
-                           "GPU peak (GiB)"], nb_rows,
-                          "Every chapter, executed on a CPU and on a GPU",
-                          [34, 16, 8, 14, 12, 8, 8]))
-        out += ["", "CPU set-ups:", ""] + [f"{i}. {s}" for i, s in enumerate(setups, 1)]
+            totals["gpu"] += g.get("seconds") or 0.0
+            peak = _gib(g.get("peak_allocated")) or ("0" if g.get("status") == "ok" else None)
+            g_cols = [g.get("status"), _secs(g.get("seconds"), CHAPTER_BUDGET_S), peak,
+                      "; ".join(x for x in (_gpu_name(g.get("device")), g.get("date")) if x)]
+            if g.get("status") != "ok":
+                totals["errors"].append((r, g))
+        rows.append([f"{{doc}}`{r['title']} </{r['doc']}>`", cpu_status,
+                     _secs(r.get("seconds"), CHAPTER_BUDGET_S),
+                     f"{executed} [{setups.index(setup) + 1}]" if executed else None, *g_cols])
+    return rows, totals
+
+
+def _notebook_section(root: Path, gpu: Record | None) -> list[str]:
+    """The status page's first part: every chapter on the CPU and on the GPU, with budgets."""
+    setups: list[str] = []        # distinct CPU set-ups, numbered in the table
+    rows, totals = _notebook_rows(root, gpu, setups)
+    if not rows:
+        return ["## Notebooks", "", "No notebook in the table of contents yet."]
+    gpu_total = (gpu.results.get("total_seconds") if gpu else None) or totals["gpu"] or None
+    rows.append(["**the whole book**", None, _secs(totals["cpu"], BOOK_BUDGET_S["cpu"]), None,
+                 None, _secs(gpu_total, BOOK_BUDGET_S["cuda"]), None, None])
+    out = ["## Notebooks", "",
+           f"Budgets (Developers' guide): each chapter at most {CHAPTER_BUDGET_S:.0f} s on two "
+           f"CPU cores and on one GPU; the whole book at most {BOOK_BUDGET_S['cpu']:.0f} s on "
+           f"the CPU and {BOOK_BUDGET_S['cuda']:.0f} s on the GPU.  A time past its budget is "
+           "marked **OVER**.  The CPU columns are the committed outputs (each chapter's run by "
+           "`make execute`, recorded in its metadata; that run records no peak memory, the "
+           "host's RAM not being device memory); the CPU total adds those runs.", ""]
+    if gpu:
+        p = gpu.provenance
+        out += ["The GPU columns are `scripts/execute_notebooks.py --record` runs of the book, "
+                f"top to bottom, recorded in `vramlib/data/records/gpu_execution.json` "
+                f"(driver {p.driver or '?'}, torch {p.torch or '?'}, CUDA {p.cuda or '?'}). "
+                "\"not run\" marks a chapter those runs did not reach, or one newer than them; "
+                "\"peak\" is `torch.cuda.max_memory_allocated` over the chapter; \"error\" "
+                "means a check failed on the GPU (listed below the table).", ""]
     else:
-        out.append("No notebook in the table of contents yet.")
+        out += ["No GPU execution of the book is recorded yet "
+                "(`vramlib/data/records/gpu_execution.json`).", ""]
+    out.append(_table(["chapter", "CPU status", "CPU (s)", "CPU: executed (UTC) [set-up]",
+                       "GPU status", "GPU (s)", "GPU peak (GiB)", "GPU; date"], rows,
+                      "Every chapter, executed on a CPU and on a GPU, against its time budget",
+                      [30, 8, 8, 14, 9, 8, 8, 15]))
+    out += ["", "CPU set-ups:", ""] + [f"{i}. {s}" for i, s in enumerate(setups, 1)]
+    if totals["errors"]:
+        out += ["", _table(["chapter", "the check that failed on the GPU"],
+                           [[f"{{doc}}`{r['title']} </{r['doc']}>`", _failed_check(g.get("error"))]
+                            for r, g in totals["errors"]],
+                           "Chapters whose GPU run stopped at a failed check", [30, 70])]
+    return out
+
+
+def render(root: Path = ROOT) -> str:
+    """The Markdown tables of the status page."""
+    records = root / "vramlib" / "data" / "records"
+    out = _notebook_section(root, gpu_execution(records))
     n_unbound, where = unbound_count(root)
     out += ["", "## Numbers in prose neither glued nor cited", "",
             f"**{n_unbound}** (goal 0), counted by `scripts/unbound_numbers.py`, which lists each one "

@@ -1,7 +1,8 @@
 """List the numbers left in the chapters' prose that are neither glued nor cited (issue 13).
 
 Usage: python scripts/unbound_numbers.py [--count] [PATH ...]
-       (default: every notebook and Markdown page under chapters/; exit status 0 always:
+       (PATH: a notebook, a Markdown page or a folder of them; default: every notebook and
+       Markdown page under chapters/; exit status 0 always:
        the count is a goal shown on the status page, not yet a gate)
 
 The rule the book follows: every measured or computed number in prose comes from the code
@@ -21,8 +22,7 @@ and is NOT
 - in a sentence that cites a source (``{cite}`key```), or inside quotation marks in a
   sentence that names the claim of the two source articles it quotes (``**A9**`` in bold,
   or a table row that starts with the claim ID, as in the claims ledger);
-- in the page's YAML front matter (the claims ledger's substitutions, which
-  scripts/ledger_values.py copies from the notebooks' glued outputs and a test checks).
+- in a page's YAML front matter (MyST substitutions are defined there, not stated).
 
 Small integers without a decimal, percent or × (``2 bytes``, ``three`` and ``4 bits``)
 are definitions and counts, not measurements, and are not reported.
@@ -187,7 +187,14 @@ def per_file(found: list[Unbound]) -> dict[str, int]:
 
 def main(argv: list[str]) -> int:
     count_only = "--count" in argv
-    paths = [Path(a).resolve() for a in argv if not a.startswith("--")]
+    paths = []
+    for a in (Path(a).resolve() for a in argv if not a.startswith("--")):
+        if a.is_dir():   # a folder: its chapters, as in the default scan
+            paths += [p for p in chapter_files(ROOT) if p.is_relative_to(a)]
+        elif a.suffix in (".ipynb", ".md") and a.is_file():
+            paths.append(a)
+        else:
+            sys.exit(f"unbound_numbers: {a} is neither a chapter (.ipynb, .md) nor a folder")
     found = scan(ROOT, paths or None)
     if count_only:
         print(len(found))

@@ -36,3 +36,23 @@ def test_target_and_glue_text():
     assert glue("n_params", 1234567, None) == "1,234,567"
     with pytest.raises(ValueError, match="identifier"):
         glue("not a name", 1.0)
+
+
+def test_glued_values_reads_a_notebooks_glue_outputs(tmp_path):
+    import json
+
+    import pytest
+
+    from vramlib.core.report import glued_values
+
+    mime = "application/papermill.record/text/plain"
+    out = [{"output_type": "display_data", "metadata": {"scrapbook": {"name": n}},
+            "data": {mime: t}} for n, t in (("a", "'61%'"), ("b", ["1.67", " MiB"]))]
+    out.append({"output_type": "stream", "name": "stdout", "text": "x"})
+    nb = {"cells": [{"cell_type": "code", "source": "", "outputs": out},
+                    {"cell_type": "markdown", "source": "text"}]}
+    path = tmp_path / "n.ipynb"
+    path.write_text(json.dumps(nb))
+    assert glued_values(path) == {"a": "61%", "b": "1.67 MiB"}
+    with pytest.raises(FileNotFoundError, match="no such notebook"):
+        glued_values(tmp_path / "missing.ipynb")

@@ -39,3 +39,13 @@ def test_quoted_claims_front_matter_and_substitutions():
 
 def test_shapes_and_product_numbers_are_names():
     assert numbers("Two 8192×8192 matrices on an RTX 4090, batch 4 × 2048 tokens.") == []
+
+
+def test_a_folder_is_scanned_and_a_bad_path_named(capsys):
+    import pytest
+    from unbound_numbers import ROOT, main
+
+    main(["--count", str(ROOT / "chapters" / "appendix")])
+    assert capsys.readouterr().out.strip().isdigit()
+    with pytest.raises(SystemExit, match="neither a chapter"):
+        main([str(ROOT / "README.md.nope")])

@@ -40,7 +40,7 @@ _EXPORTS: dict[str, str] = {
     "MB": ".core.units", "MiB": ".core.units", "fmt_bytes": ".core.units",
     "parse_bytes": ".core.units", "to_gb": ".core.units", "to_gib": ".core.units",
     "fmt_num": ".core.units", "table": ".core.report", "glue": ".core.report",
-    "target": ".core.report",
+    "target": ".core.report", "glued_values": ".core.report",
     "MemoryReport": ".measure.tracker", "StorageTracker": ".measure.tracker",
     "track_memory": ".measure.tracker", "warm_up": ".measure.tracker",
     "tensor_bytes": ".measure.tracker", "param_bytes": ".measure.tracker",

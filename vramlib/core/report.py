@@ -7,6 +7,8 @@
   with MyST-NB's ``{glue}`name``` role, so a number in a sentence is the number the code just
   produced.  Without MyST-NB (Colab, a bare Jupyter) it does nothing.
 * :func:`target` marks a measured value against a target stated before the run.
+* :func:`glued_values` reads back what a notebook glued (its committed outputs), so the
+  claims ledger can check the chapters' verdicts on their own numbers.
 
 Defined in Chapter 0, "How the book prints numbers".
 """
@@ -14,12 +16,14 @@ Defined in Chapter 0, "How the book prints numbers".
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .units import fmt_num
 
-__all__ = ["Table", "table", "glue", "target", "Text"]
+__all__ = ["Table", "table", "glue", "target", "Text", "glued_values"]
 
 Formatter = Callable[[Any], str]
 
@@ -154,3 +158,25 @@ def glue(name: str, value: Any, digits: int | None = 2, *, pct: bool = False,
         return bound
     _glue(name, bound, display=False)
     return bound
+
+
+_GLUE_MIME = "application/papermill.record/text/plain"
+
+
+def glued_values(notebook: str | Path) -> dict[str, str]:
+    """The text of every value a notebook glued (:func:`glue`), read from its committed
+    outputs: ``{name: text}``, the text exactly as the notebook's prose shows it.  A notebook
+    that was never executed, or glues nothing, gives ``{}``.
+    Defined in Appendix, "Claims ledger"."""
+    path = Path(notebook)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such notebook (pass the .ipynb file's path)")
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    out: dict[str, str] = {}
+    for cell in nb.get("cells", []):
+        for o in cell.get("outputs", []):
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name and _GLUE_MIME in o.get("data", {}):
+                text = o["data"][_GLUE_MIME]
+                out[name] = ("".join(text) if isinstance(text, list) else text).strip("'\"")
+    return out
