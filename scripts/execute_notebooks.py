@@ -55,7 +55,8 @@ def notebooks(paths: list[str]) -> list[Path]:
             out.append(p)
         else:
             sys.exit(f"execute_notebooks: {p} is neither a notebook nor a folder")
-    return out
+    # the claims ledger reads the other chapters' glued outputs: it runs after them
+    return sorted(out, key=lambda q: q.name == "claims-ledger.ipynb")
 
 
 def toc_notebooks() -> list[Path]:
