@@ -109,3 +109,17 @@ def test_needed_bytes_adds_reserve_and_context():
     assert needed_bytes(b, 0) > b.peak
     assert needed_bytes(b, CUDA_CONTEXT_BYTES) - needed_bytes(b, 0) == CUDA_CONTEXT_BYTES
     assert capacity_bytes(123) == 123 and capacity_bytes("h200-sxm") == 150_109_880_320
+
+
+def test_reserve_coefficients_follow_the_tuning_brackets():
+    """Each training coefficient is the largest lower end of the tuning half's brackets,
+    rounded up to 0.05 (the rule stated in ``reserve.py`` and the chapter)."""
+    import math
+
+    from vramlib.estimate.fitcheck import reserve_brackets
+    from vramlib.estimate.reserve import RESERVE_LARGEST
+    rows = reserve_brackets(load_record("fit_gpu"))
+    assert all(r["lo"] < r["hi"] for r in rows)
+    for ck in ("none", "full"):
+        lo = max(r["lo"] for r in rows if r["split"] == "tuning" and r["pattern"] == f"train, {ck}")
+        assert RESERVE_LARGEST[ck] == pytest.approx(math.ceil(lo / 0.05 - 1e-9) * 0.05), (ck, lo)

@@ -17,7 +17,7 @@ from typing import Any
 from . import CUDA_CONTEXT_BYTES, estimate_inference, estimate_training, load_model_config, max_batch
 from .breakdown import Breakdown
 
-__all__ = ["fit_case", "fit_check", "recipe_scenario", "recipe_estimate", "recipe_check"]
+__all__ = ["fit_case", "fit_check", "reserve_bracket", "reserve_brackets", "recipe_scenario", "recipe_estimate", "recipe_check"]
 
 
 def _model(case: dict):
@@ -45,6 +45,32 @@ def fit_case(case: dict) -> dict[str, Any]:
     true = case["true_max_batch"]
     return dict(name=case["name"], split=case["split"], model=case["model"], recipe=case["recipe"], true=true,
                 pred=pred, ratio=pred / true, peak_err=_estimate(case, best["batch"]).peak / best["peak_allocated"] - 1)
+
+
+def reserve_bracket(case: dict) -> dict[str, Any]:
+    """What one bisection says about the allocator's reserve at the limit.  The largest batch
+    ``B`` ran and ``B + 1`` did not, on a cap of ``C`` bytes, so the bytes the allocator needed
+    beyond the live peak lie in ``(C − P(B + 1), C − P(B)]``: ``P(B)`` is measured, ``P(B + 1)``
+    is the estimate scaled by the estimate's error at ``B`` (the estimator's error is then no
+    part of the bracket).  In units of the pattern's scale: the largest single tensor
+    (training) or the peak's non-weight bytes (generation).  Defined in Part I, "The calculator"."""
+    gen = case["recipe"].startswith("gen-")
+    cap = case["capacity_bytes"] - (0 if case["emulated"] else CUDA_CONTEXT_BYTES)
+    b = case["true_max_batch"]
+    meas = next(t for t in case["trials"] if t["batch"] == b)["peak_allocated"]
+    est, est1 = _estimate(case, b), _estimate(case, b + 1)
+    lo, hi = cap - est1.peak * meas / est.peak, cap - meas
+    scale = est.peak - est.components["weights"] if gen else est.largest
+    ck = case["scenario"].get("cache") if gen else case["scenario"].get("checkpointing", "none")
+    return dict(name=case["name"], split=case["split"], model=case["model"], recipe=case["recipe"],
+                pattern=("generate, " if gen else "train, ") + ck, scale=scale, lo=lo / scale, hi=hi / scale,
+                lo_bytes=int(lo), hi_bytes=int(hi))
+
+
+def reserve_brackets(record: Any) -> list[dict[str, Any]]:
+    """:func:`reserve_bracket` for every bisected case of a ``fit_gpu`` record.
+    Defined in Part I, "The calculator"."""
+    return [reserve_bracket(c) for c in record.results["cases"] if c.get("trials")]
 
 
 def fit_check(record: Any) -> dict[str, Any]:
