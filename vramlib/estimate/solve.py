@@ -128,14 +128,14 @@ class FitAnswer:
 
     def line(self) -> str:
         """One sentence for the CLI and the chapters."""
-        from ..core.units import fmt_bytes
+        from ..core.units import fmt_bytes, fmt_num
 
         if not self.value:
             return (f"does not fit: {self.what} 1 needs {fmt_bytes(self.next_needed)} of "
                     f"{fmt_bytes(self.capacity)}")
-        return (f"largest {self.what}: {self.value} (needs {fmt_bytes(self.needed)} of {fmt_bytes(self.capacity)}, "
-                f"{100 * self.margin / self.capacity:.1f} % free; {self.what} {self.value + 1} would need "
-                f"{fmt_bytes(self.next_needed)})")
+        free = fmt_num(self.margin / self.capacity, 1, pct=True)
+        return (f"largest {self.what}: {self.value:,} (needs {fmt_bytes(self.needed)} of {fmt_bytes(self.capacity)}, "
+                f"{free} free; {self.what} {self.value + 1:,} would need {fmt_bytes(self.next_needed)})")
 
 
 def fit(model: Any, gpu: Any, stage: str = "train", what: str = "batch", *, batch: int = 1,
