@@ -389,7 +389,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{time.time() - t0:5.0f} s] " + _summary_line(r), flush=True)
             write_record(path, {"cases": rows}, config, device if device == "cuda" else None)
     print(f"wrote {path} in {time.time() - t0:.0f} s", flush=True)
+    _print_summary(path)
     return 0
+
+
+def _print_summary(path: Path) -> None:
+    """Per split: the estimator's error on the measured runs and the fit-cap outcomes."""
+    try:
+        from vramlib.core.records import read_record
+        from vramlib.estimate.fitcheck import recipe_check
+        out = recipe_check(read_record(path))
+    except Exception as e:  # noqa: BLE001 - the record is written; the summary is a courtesy
+        print(f"no summary: {type(e).__name__}: {e}")
+        return
+    for split in ("tuning", "held-out"):
+        s = out.get(split)
+        caps = [r["cap_oom"] for r in out["rows"] if r["split"] == split and "cap_oom" in r]
+        if s:
+            print(f"{split}: n={s['n']} median |err| {100 * s['median_abs']:.1f} %, max {100 * s['max_abs']:.1f} %, "
+                  f"worst under {100 * s['worst_under']:+.1f} %, no estimate {s['unsupported']}; "
+                  f"OOM at the fit cap {sum(caps)} of {len(caps)}")
 
 
 if __name__ == "__main__":
