@@ -27,7 +27,8 @@ def test_capacities_are_device_bytes():
         assert g.memory_label and "memory_bytes" in g.sources and g.usable_bytes <= g.memory_bytes
         if g.memory_kind == "vendor-binary":   # discounted below the vendor's GiB figure
             assert g.usable_bytes < g.memory_bytes
-    for name in ("RTX 3090", "RTX 4090", "RTX 5090", "A10G", "L4", "L40S", "A100-SXM4-40GB", "A100 80GB PCIe",
+    for name in ("RTX 3090", "RTX 4090", "RTX 5090", "RTX PRO 6000", "A10G", "L4", "L40S", "A100-SXM4-40GB",
+                 "A100 80GB PCIe",
                  "H100 NVL", "MI300X", "B200", "T4"):
         assert get_gpu(name).usable_bytes > 0
     # a "16 GB" T4 holds less than 16·10⁹ B, let alone 16 GiB: ECC and the driver take their share
