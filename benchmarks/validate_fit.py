@@ -109,18 +109,19 @@ def _dtype_bytes(model) -> dict:
     return out
 
 
-def build(model_name: str, recipe: str, tmp: str):
-    """(model, optimizer or None) on cuda:0 for one recipe, random weights."""
+def build(model_name: str, recipe: str, tmp: str, config: dict | None = None, device: str = "cuda"):
+    """(model, optimizer or None) on ``device`` for one recipe, random weights; ``config`` (a
+    Hugging Face config dict) replaces the bundled config of ``model_name``."""
     import torch
     import transformers
 
-    cfgd = {k: v for k, v in hf_config(model_name).items() if not k.startswith("_")}
+    cfgd = {k: v for k, v in (config or hf_config(model_name)).items() if not k.startswith("_")}
     cfg = transformers.AutoConfig.for_model(**cfgd)
     if recipe.startswith("qlora"):
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
         path = os.path.join(tmp, model_name)
         if not os.path.isdir(path):
-            with torch.device("cuda"):
+            with torch.device(device):
                 m = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
             m.save_pretrained(path)
             del m
@@ -132,7 +133,7 @@ def build(model_name: str, recipe: str, tmp: str):
         m = get_peft_model(m, LoraConfig(**LORA))
     else:
         dt = torch.float32 if recipe == "full-amp" else torch.bfloat16
-        with torch.device("cuda"):
+        with torch.device(device):
             m = transformers.AutoModelForCausalLM.from_config(cfg, dtype=dt, attn_implementation="sdpa")
         if recipe.endswith("-ckpt"):
             m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

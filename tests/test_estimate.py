@@ -52,10 +52,11 @@ def test_lora_and_qlora_below_full_finetuning():
                               qlora_recipe="bf16").peak
     last = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="last-k", last_k=2).peak
     assert qlora < lora < full and last < full
-    # the recipe as people run it (peft upcasts to fp32, fp32 compute) costs more than bf16 compute,
-    # and without checkpointing more than bf16 LoRA itself; with checkpointing it is the cheapest
+    # the recipe as people run it (peft upcasts to fp32, fp32 compute) costs more than bf16 compute;
+    # with checkpointing it is cheaper than LoRA.  (Without checkpointing it lands within 1 % of bf16
+    # LoRA, whose adapters keep fp32 copies of their inputs: no order is asserted there.)
     peft = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="qlora").peak
-    assert peft > qlora and peft > lora
+    assert peft > qlora and abs(peft / lora - 1) < 0.05
     ck = dict(weights_dtype="bf16", checkpointing="full")
     assert estimate_training("llama-3-8b", 1, 1024, trainable="qlora", **ck).peak < \
         estimate_training("llama-3-8b", 1, 1024, trainable="lora", **ck).peak
@@ -125,9 +126,12 @@ def test_solvers_bracket_the_limit():
     assert n > 0
     assert needed_bytes(estimate_inference("llama-3-8b", n, 1024, 256), ctx) <= cap
     assert needed_bytes(estimate_inference("llama-3-8b", n + 1, 1024, 256), ctx) > cap
-    s = max_context("llama-3-8b", "h100-sxm", batch=4, new_tokens=128)
-    assert needed_bytes(estimate_inference("llama-3-8b", 4, s, 128), ctx) <= cap
-    assert needed_bytes(estimate_inference("llama-3-8b", 4, s + 1, 128), ctx) > cap
+    s = max_context("llama-3.2-3b", "h100-sxm", batch=16, new_tokens=128)
+    assert s + 128 < load_model_config("llama-3.2-3b").max_position_embeddings   # memory-bound
+    assert needed_bytes(estimate_inference("llama-3.2-3b", 16, s, 128), ctx) <= cap
+    assert needed_bytes(estimate_inference("llama-3.2-3b", 16, s + 1, 128), ctx) > cap
+    # position-bound: never past the context the model's config declares (8192 for Llama-3-8B)
+    assert max_context("llama-3-8b", "h100-sxm", batch=4, new_tokens=128) == 8192 - 128
     # the solver never answers more than the plain fits() check would allow
     assert estimate_inference("llama-3-8b", n, 1024, 256).fits("h100-sxm")
     assert max_batch("llama-3-70b", "h100-sxm", seq_len=4096, weights_dtype="fp32") == 0

@@ -27,7 +27,8 @@ def test_capacities_are_device_bytes():
         assert g.memory_label and "memory_bytes" in g.sources and g.usable_bytes <= g.memory_bytes
         if g.memory_kind == "vendor-binary":   # discounted below the vendor's GiB figure
             assert g.usable_bytes < g.memory_bytes
-    for name in ("RTX 3090", "RTX 4090", "RTX 5090", "A10G", "L4", "L40S", "A100-SXM4-40GB", "A100 80GB PCIe",
+    for name in ("RTX 3090", "RTX 4090", "RTX 5090", "RTX PRO 6000", "A10G", "L4", "L40S", "A100-SXM4-40GB",
+                 "A100 80GB PCIe",
                  "H100 NVL", "MI300X", "B200", "T4"):
         assert get_gpu(name).usable_bytes > 0
     # a "16 GB" T4 holds less than 16·10⁹ B, let alone 16 GiB: ECC and the driver take their share
@@ -109,3 +110,53 @@ def test_needed_bytes_adds_reserve_and_context():
     assert needed_bytes(b, 0) > b.peak
     assert needed_bytes(b, CUDA_CONTEXT_BYTES) - needed_bytes(b, 0) == CUDA_CONTEXT_BYTES
     assert capacity_bytes(123) == 123 and capacity_bytes("h200-sxm") == 150_109_880_320
+
+
+def test_reserve_coefficients_follow_the_tuning_brackets():
+    """Each training coefficient is the largest lower end of the tuning half's brackets,
+    rounded up to 0.05 (the rule stated in ``reserve.py`` and the chapter)."""
+    import math
+
+    from vramlib.estimate.fitcheck import reserve_brackets
+    from vramlib.estimate.reserve import RESERVE_LARGEST
+    rows = reserve_brackets(load_record("fit_gpu"))
+    assert all(r["lo"] < r["hi"] for r in rows)
+    for ck in ("none", "full"):
+        lo = max(r["lo"] for r in rows if r["split"] == "tuning" and r["pattern"] == f"train, {ck}")
+        assert RESERVE_LARGEST[ck] == pytest.approx(math.ceil(lo / 0.05 - 1e-9) * 0.05), (ck, lo)
+
+
+def test_recipe_scenarios_and_check():
+    from types import SimpleNamespace
+
+    from vramlib.estimate.fitcheck import recipe_check, recipe_estimate, recipe_scenario
+    assert recipe_scenario("qlora")["checkpointing"] == "full"          # peft's default
+    assert recipe_scenario("qlora-nockpt")["checkpointing"] == "none"
+    assert recipe_scenario("lora-ckpt")["trainable"] == "lora"
+    assert recipe_scenario("full-bf16", "paged-adamw8bit", 2) == dict(
+        weights_dtype="bf16", checkpointing="none", optimizer="paged-adam8bit", grad_accum=2)
+    assert recipe_scenario("gen-ao-int4")["weights"] == "int4"
+    tiny = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 128, "vocab_size": 100}
+    case = dict(name="a", split="tuning", model="tiny", recipe="full-bf16", optimizer="sgd", grad_accum=1,
+                batch=2, length=64, new_tokens=8, hf_config=tiny)
+    est = recipe_estimate(case).peak
+    rec = SimpleNamespace(results={"cases": [
+        dict(case, peak=est), dict(case, name="b", split="held-out", peak=round(est * 1.25)),
+        dict(case, name="c", recipe="gen-dynamic", hf_config=dict(tiny, model_type="qwen2_moe"), peak=1),
+        dict(case, name="d", skipped="no CUDA")]})
+    out = recipe_check(rec)
+    assert [r["name"] for r in out["rows"]] == ["a", "b", "c"]
+    assert out["tuning"]["median_abs"] == 0 and out["tuning"]["unsupported"] == 1
+    assert out["held-out"]["worst_under"] == pytest.approx(1 / 1.25 - 1, abs=1e-6)
+    assert out["rows"][2]["estimate"] is None and "qwen2_moe" in out["rows"][2]["estimate_error"]
+
+
+def test_bitsandbytes_optimizer_states():
+    from vramlib.estimate import num_params
+    opt = lambda o: estimate_training("llama-3.2-1b", 1, 512, weights_dtype="bf16",  # noqa: E731
+                                      optimizer=o).components["optimizer states"]
+    P = num_params("llama-3.2-1b")
+    assert opt("paged-adamw") < opt("paged-adam8bit") < opt("adam8bit") < opt("adamw") == 4 * P
+    assert 2 * P < opt("adam8bit") < 2.05 * P          # 1-byte states + block absmax (+ fp32 norms)
+    assert opt("paged-adamw") < 0.001 * P               # only the norms' states stay in torch

@@ -80,7 +80,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         print(json.dumps(dict(what=ans.what, value=ans.value, needed=ans.needed, capacity=ans.capacity,
                               margin=ans.margin, next_needed=ans.next_needed), indent=2))
     else:
-        print(f"{args.model} · {args.stage} on {args.gpu}: {ans.line()}")
+        print(f"{args.model} · {args.stage} on {args.gpu}:\n  {ans.line()}")
     return 0
 
 

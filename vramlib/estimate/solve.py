@@ -93,18 +93,24 @@ def max_batch(model: Any, gpu: Any, stage: str = "train", seq_len: int = 2048, h
     return largest_fitting(_safe_fits(est, capacity_bytes(gpu), headroom, _context(cuda_context)), limit)
 
 
+def _position_limit(spec: Any, stage: str, scenario: dict[str, Any]) -> int:
+    """The longest prompt (inference, leaving room for ``new_tokens``) or sequence (training)
+    the model's positions allow."""
+    new = scenario.get("new_tokens", 128) if stage == "inference" else 0
+    return spec.max_position_embeddings - new
+
+
 def max_context(model: Any, gpu: Any, stage: str = "inference", batch: int = 1, headroom: float = 0.0,
                 limit: int = 1 << 22, cuda_context: int | None = None, **scenario: Any) -> int:
     """Longest sequence that safely fits ``gpu``: the training ``seq_len``, or for inference
-    the prompt length (with ``new_tokens`` from ``scenario``, default 128).  For models with
-    learned positions the limit is their ``max_position_embeddings``.
+    the prompt length (with ``new_tokens`` from ``scenario``, default 128).  The answer never
+    passes the model's ``max_position_embeddings``: learned positions end there, and a rotary
+    model was not configured (or trained) for more.
     Defined in Part I, "The calculator"."""
     from . import load_model_config
 
     spec = load_model_config(model)
-    if spec.position == "learned":
-        new = scenario.get("new_tokens", 128) if stage == "inference" else 0
-        limit = min(limit, spec.max_position_embeddings - new)
+    limit = min(limit, _position_limit(spec, stage, scenario))
     est = _estimator(spec, stage, "length", dict(scenario, batch=batch))
     return largest_fitting(_safe_fits(est, capacity_bytes(gpu), headroom, _context(cuda_context)), limit)
 
@@ -128,14 +134,16 @@ class FitAnswer:
 
     def line(self) -> str:
         """One sentence for the CLI and the chapters."""
-        from ..core.units import fmt_bytes
+        from ..core.units import fmt_bytes, fmt_num
 
         if not self.value:
             return (f"does not fit: {self.what} 1 needs {fmt_bytes(self.next_needed)} of "
                     f"{fmt_bytes(self.capacity)}")
-        return (f"largest {self.what}: {self.value} (needs {fmt_bytes(self.needed)} of {fmt_bytes(self.capacity)}, "
-                f"{100 * self.margin / self.capacity:.1f} % free; {self.what} {self.value + 1} would need "
-                f"{fmt_bytes(self.next_needed)})")
+        free = fmt_num(self.margin / self.capacity, 1, pct=True)
+        more = (f"{self.what} {self.value + 1:,} would need {fmt_bytes(self.next_needed)}" if self.next_needed
+                else "the model's positions allow no more")
+        return (f"largest {self.what}: {self.value:,} (needs {fmt_bytes(self.needed)} of {fmt_bytes(self.capacity)}, "
+                f"{free} free; {more})")
 
 
 def fit(model: Any, gpu: Any, stage: str = "train", what: str = "batch", *, batch: int = 1,
@@ -158,4 +166,7 @@ def fit(model: Any, gpu: Any, stage: str = "train", what: str = "batch", *, batc
         nxt = needed_bytes(est(n + 1), ctx)
     except ValueError:                  # n + 1 beyond the model's positions: nothing more to try
         nxt = 0
+    from . import load_model_config
+    if what == "context" and n >= _position_limit(load_model_config(model), stage, scenario):
+        nxt = 0                         # bound by the model's positions, not by memory
     return FitAnswer(what=what, value=n, needed=need, capacity=capacity_bytes(gpu), next_needed=nxt)

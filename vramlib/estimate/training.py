@@ -41,7 +41,7 @@ from .params import ParamCount, count_params
 __all__ = ["TrainScenario", "estimate_training_spec", "OPTIMIZERS", "CHECKPOINTING", "ATTENTION",
            "LORA_TARGETS", "activation_bytes_per_layer", "QLORA_RECIPES"]
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adam8bit", "adafactor")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adam8bit", "paged-adamw", "paged-adam8bit", "adafactor")
 OPTIMIZER_IMPLS = ("foreach", "fused", "for-loop")
 CHECKPOINTING = ("none", "selective", "full")
 ATTENTION = ("sdpa", "flash", "eager")
@@ -56,6 +56,11 @@ _STATE_PER_PARAM = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
 #: bitsandbytes' 8-bit optimizers: two 1-byte states per parameter plus one fp32 absmax per
 #: block of 256 for each (``bitsandbytes/optim/optimizer.py``, ``Optimizer2State.init_state``).
 _ADAM8BIT_BYTES = 2 + 2 * 4 / 256
+#: ``Optimizer2State.init_state``: tensors under ``min_8bit_size`` (4096) elements keep two
+#: fp32 states even in an 8-bit optimizer; a paged optimizer allocates the states of tensors
+#: of at least 1e5 elements (``get_state_buffer``) in CUDA managed memory, outside torch's
+#: caching allocator (they migrate to the host under pressure), the rest as plain tensors.
+_BNB_MIN_8BIT, _BNB_MIN_PAGED = 4096, 100_000
 #: NF4 storage: 4 bits a weight, an 8-bit absmax per block of 64 (double quantisation) and an
 #: fp32 scale per 256 absmax values (QLoRA paper, Dettmers et al. 2023, section 3).
 _NF4_BYTES = 0.5 + (1 + 4 / 256) / 64
@@ -331,6 +336,14 @@ def _state_bytes(st: _Step) -> tuple[int, int]:
     return gb, 4 if (st.sc.master_weights or st.sc.adapters) else wb
 
 
+def _layer_vectors(st: _Step) -> float:
+    """Elements of one block's 1-D parameters (norms, biases): the block minus its matrices."""
+    spec = st.spec
+    d, q, kv, I, E = spec.hidden_size, spec.q_dim, spec.kv_dim, spec.intermediate_size, spec.num_experts
+    n_mat = 3 if spec.mlp == "gated" else 2
+    return st.pc.per_layer - (2 * d * q + 2 * d * kv + E * n_mat * d * I + (d * E if E > 1 else 0))
+
+
 def _adafactor_elems(st: _Step) -> float:
     """Elements of Adafactor's state: torch's ``Adafactor`` keeps no first moment, a row and a
     column vector for each matrix (factored second moment) and a full one for vectors."""
@@ -339,14 +352,32 @@ def _adafactor_elems(st: _Step) -> float:
     if sc.adapters:                               # A (r × in) and B (out × r) per target
         return spec.num_layers * sum(2 * sc.lora_rank + i + o for i, o in _lora_targets_dims(spec, sc.lora_targets))
     n_mat = 3 if spec.mlp == "gated" else 2
-    router = (d + E, d * E) if E > 1 else (0, 0)  # (factored state, elements) of the MoE router
-    rows_cols = (q + d) + 2 * (kv + d) + (d + q) + E * n_mat * (I + d) + router[0]
-    vectors = pc.per_layer - (2 * d * q + 2 * d * kv + E * n_mat * d * I + router[1])   # norms, biases
+    router = d + E if E > 1 else 0                # factored state of the MoE router
+    rows_cols = (q + d) + 2 * (kv + d) + (d + q) + E * n_mat * (I + d) + router
+    vectors = _layer_vectors(st)                  # norms, biases
     if sc.trainable == "last-k":
         return sc.last_k * (rows_cols + vectors) + pc.final_norm
     emb = (spec.vocab_size + d) * (1 if spec.tie_embeddings else 2) + (spec.max_position_embeddings + d
                                                                          if pc.position else 0)
     return spec.num_layers * (rows_cols + vectors) + emb + pc.final_norm
+
+
+def _bnb_state_bytes(st: _Step, p_train: int) -> float:
+    """bitsandbytes' ``AdamW8bit``, ``PagedAdamW`` and ``PagedAdamW8bit``: the state bytes in
+    torch's allocator (:data:`_BNB_MIN_8BIT`, :data:`_BNB_MIN_PAGED`).  1-D tensors (norms,
+    biases: ``hidden_size`` elements) are below the paging threshold; LoRA adapters too."""
+    sc, d = st.sc, st.spec.hidden_size
+    vec = 0.0 if sc.adapters else (sc.last_k if sc.trainable == "last-k" else st.spec.num_layers) * \
+        _layer_vectors(st) + st.pc.final_norm
+    mats = p_train - vec
+    vec_b = 8 if d < _BNB_MIN_8BIT else _ADAM8BIT_BYTES
+    if sc.optimizer == "adam8bit":
+        return mats * _ADAM8BIT_BYTES + vec * vec_b
+    if sc.adapters:
+        return p_train * (8 if sc.optimizer == "paged-adamw" else _ADAM8BIT_BYTES)
+    if sc.optimizer == "paged-adamw":
+        return vec * 8
+    return mats * 2 * 4 / 256 + vec * vec_b       # paged 8-bit: the block absmax stays in torch
 
 
 def optimizer_bytes(st: _Step, p_train: int) -> float:
@@ -355,8 +386,8 @@ def optimizer_bytes(st: _Step, p_train: int) -> float:
     opt = st.sc.optimizer
     if opt in _STATE_PER_PARAM:
         b = p_train * sb * _STATE_PER_PARAM[opt]
-    elif opt == "adam8bit":
-        b = p_train * _ADAM8BIT_BYTES
+    elif opt in ("adam8bit", "paged-adamw", "paged-adam8bit"):
+        b = _bnb_state_bytes(st, p_train)
     else:
         b = _adafactor_elems(st) * sb
     return b * st.sh["optim"]
@@ -390,9 +421,29 @@ def _layer_bytes(st: _Step) -> tuple[float, float]:
     inner = core + per.get("mlp", 0)
     s2 = per["per_token_s"] * sc.seq_len
     layer = st.tokens * (per["per_token"] - inner * (1 - a) + s2 * a)
-    if sc.adapters:   # peft keeps each adapter's r-wide hidden and its output for backward
-        layer += st.tokens * sum(sc.lora_rank * st.c + o * st.c for _, o in _lora_targets_dims(spec, sc.lora_targets))
+    if sc.adapters:
+        layer += st.tokens * _lora_saved(st)
     return layer, st.tokens * (core + s2) * a
+
+
+def _lora_saved(st: _Step) -> float:
+    """Per token and layer, what peft's LoRA changes in a block's saved tensors.  On a 16-bit
+    base each adapter casts its input to the adapters' fp32 and keeps it, with its fp32 rank-r
+    hidden: 4·(in + r) per target; the frozen base keeps less: no 16-bit input per distinct
+    input it shares with the adapters (q/k/v share one, gate/up one) and one 16-bit hidden
+    state (2·d) fewer.  Fitted per token and layer to exact storage accounting of peft on a
+    bf16 Llama on the CPU (d 576/1152, intermediate 1536/3072, 3 or 9 KV heads: all four
+    within 8 B).  The fp32 QLoRA recipe casts nothing: each adapter keeps its rank-r hidden
+    and its output."""
+    spec, sc, c = st.spec, st.sc, st.c
+    dims = _lora_targets_dims(spec, sc.lora_targets)
+    if c == 4 or sc.trainable == "qlora":
+        return sum(sc.lora_rank * c + o * c for _, o in dims)
+    d, q, I = spec.hidden_size, spec.q_dim, spec.intermediate_size
+    groups = {"q": d, "k": d, "v": d, "o": q, "gate": d, "up": d, "down": I}
+    present = [t for t in sc.lora_targets if t in groups and not (t == "gate" and spec.mlp == "plain")]
+    inputs = {("qkv" if t in "qkv" else "gu" if t in ("gate", "up") else t): groups[t] for t in present}
+    return sum(4 * (i + sc.lora_rank) for i, _ in dims) - c * (sum(inputs.values()) + d)
 
 
 def activation_bytes(st: _Step) -> dict[str, float]:
