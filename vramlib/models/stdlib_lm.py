@@ -54,7 +54,7 @@ MAX_CORPUS_BYTES = 12_500_000
 #: Every ``HELD_OUT_EVERY``-th file (path order, counting from 1) is held out.
 HELD_OUT_EVERY = 10
 #: The one evaluation protocol: windows of the held-out split and batch size.
-EVAL_WINDOWS = 256
+EVAL_WINDOWS = 128
 EVAL_BATCH = 32
 
 #: The two sizes (``GPTConfig`` keyword dicts).
@@ -234,8 +234,9 @@ def train_lm(model: GPT, data: LMData, steps: int, batch_size: int, lr: float, s
              on_log: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Pretrain ``model`` on random training windows (seeded): AdamW (β = 0.9, 0.95, weight
     decay 0.1 on matrices), :func:`lr_at` schedule, gradient clipping at 1.0, optional
-    ``autocast`` dtype.  Stops early only if ``time_limit_s`` passes (said in the result).
-    Returns the loss curve, steps done, tokens, seconds and tokens/s.
+    ``autocast`` dtype.  Stops early only if ``time_limit_s`` of training passes (said in
+    the result).  Returns the loss curve, steps done, tokens, seconds and tokens/s
+    (``on_log``'s time, e.g. held-out evaluations, is not counted).
     Defined in Part II, "Compression at LLM scale", section "The model and its corpus"."""
     dev = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
