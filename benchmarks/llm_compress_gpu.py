@@ -95,6 +95,19 @@ def semi_structured(model):
     return m
 
 
+def weight_bytes(m) -> int | str:
+    """vramlib's count of parameter + buffer bytes; a 2:4 tensor subclass counted by parts."""
+    try:
+        return param_bytes(m, buffers=True)
+    except Exception:  # noqa: BLE001 — tensor subclasses without a plain storage
+        total = 0
+        for t in list(m.parameters()) + list(m.buffers()):
+            parts = [getattr(t, a, None) for a in ("packed", "meta", "packed_t", "meta_t")]
+            parts = [q for q in parts if isinstance(q, torch.Tensor)] or [t]
+            total += sum(q.numel() * q.element_size() for q in parts)
+        return total
+
+
 def memory(model, data, device: torch.device, batch: int) -> dict:
     x = data.windows("val", batch)[0].to(device)
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
@@ -116,7 +129,7 @@ def memory(model, data, device: torch.device, batch: int) -> dict:
                 peak = (torch.cuda.max_memory_allocated(device) - base
                         if device.type == "cuda" else None)
                 sec = time_fn(lambda: m(x), device, warmup=2, repeats=5).median
-            out[name] = {"weight_bytes": param_bytes(m, buffers=True),
+            out[name] = {"weight_bytes": weight_bytes(m),
                          "forward_peak_above_weights_bytes": peak,
                          "tokens_per_s": x.numel() / sec, "batch": list(x.shape),
                          "heldout_perplexity": S.evaluate_heldout(m, data)["perplexity"]}
