@@ -40,7 +40,7 @@ from vramlib.models import stdlib_lm as S  # noqa: E402
 
 QUANT = [("rtn", 4), ("gptq", 4), ("awq", 4), ("rtn", 3), ("gptq", 3), ("awq", 3)]
 PRUNE = [(m, nm) for nm in (None, (2, 4)) for m in ("magnitude", "wanda", "sparsegpt")]
-#: Quantization group per size: 128 divides the full model's widths (512, 2048), 64 the
+#: Quantization group per size: 128 divides the full model's widths (384, 1536), 64 the
 #: small one's (192, 768).
 GROUP = {"full": 128, "small": 64}
 CALIBRATED = {"gptq", "awq", "wanda", "sparsegpt", "smoothquant"}

@@ -10,7 +10,7 @@ seeded, bf16 autocast on CUDA, and writes to ``DIR``:
   held-out perplexity by Part II's protocol (fp32 weights and the saved bf16 weights),
   seconds, tokens/s and peak allocated memory.
 
-Plan (CUDA): full (22.3M parameters) 4,000 steps x 96 windows x 256 bytes = 98M tokens
+Plan (CUDA): full (12.6M parameters) 4,000 steps x 96 windows x 256 bytes = 98M tokens
 (about 11 passes over the 8.6 MB training split), dropout 0.1; small (1.85M) 3,000 steps x
 64 x 128 = 24.6M tokens.  Each run also stops (and says so) past a time cap (240 s / 75 s),
 so the whole script stays under 6 minutes on an H100/H200.
