@@ -13,10 +13,10 @@ The package is cut in layers, each importing only the layers above it in this li
               surgery
     hardware  gpus (catalogue), timing, bench, lowbit
     estimate  pure arithmetic on configs (no torch)
-    models    nanogpt, zoo
+    models    nanogpt, zoo, stdlib_lm (the LLM-scale model)
     measure   tracker, simulate, allocator, budget, checkpointing, generate, distributed,
               stagemem, runtime
-    compress  quant, qstore, prune, distill, lowrank, lora, surgery
+    compress  quant, qstore, prune, distill, lowrank, lora, surgery, llm (GPTQ, AWQ, ...)
     cli       the command line, on top
 """
 
