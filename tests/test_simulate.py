@@ -326,3 +326,28 @@ def test_simulator_agrees_with_torch_memtracker(optimizer):
     assert sim.breakdown["gradients"] == ref[R.GRAD]
     assert (sim.breakdown["activations"] + sim.breakdown["temporaries"]
             == ref[R.ACT] + ref[R.TEMP])
+
+
+def test_decode_loop_passes_the_cache_under_the_name_forward_declares():
+    """transformers removes ``past_key_values=`` (5.40) for ``cache=``: decode_loop must pass
+    the cache as ``cache=`` to a model whose forward declares it, and generate the same ids."""
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(_llama_cfg()).eval()
+
+    class NewAPI(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config, self.dtype, self.seen = inner, inner.config, inner.dtype, []
+
+        def forward(self, input_ids, attention_mask, position_ids, use_cache, cache_position,
+                    logits_to_keep, cache):
+            self.seen.append(cache)
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              position_ids=position_ids, use_cache=use_cache,
+                              cache_position=cache_position, logits_to_keep=logits_to_keep,
+                              past_key_values=cache)
+
+    x = torch.randint(0, 1000, (2, 12))
+    wrapped = NewAPI(model)
+    assert torch.equal(decode_loop(wrapped, x, 4), decode_loop(model, x, 4))
+    assert len(wrapped.seen) == 4 and all(c is wrapped.seen[0] for c in wrapped.seen)

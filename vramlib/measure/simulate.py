@@ -546,6 +546,13 @@ def _positions(mask: torch.Tensor, n: int) -> torch.Tensor:
     return pos[:, -n:]
 
 
+def _takes(fn, name: str) -> bool:
+    """Whether callable ``fn`` (a function or a class's constructor) declares ``name``."""
+    import inspect
+
+    return name in inspect.signature(fn).parameters
+
+
 @torch.no_grad()
 def decode_loop(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
                 cache: str = "dynamic") -> torch.Tensor:
@@ -574,12 +581,10 @@ def decode_loop(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens:
             pkv = StaticCache(config=cfg, max_batch_size=B, max_cache_len=s + max_new_tokens,
                               device=input_ids.device, dtype=model.dtype)
     else:
-        pkv = DynamicCache(config=cfg) if "config" in DynamicCache.__init__.__code__.co_varnames else DynamicCache()
-    # transformers >= 5.2x takes the cache as ``cache=`` and deprecates ``past_key_values=``
-    # (removed in 5.40); older releases know only the latter.
-    import inspect
-
-    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        pkv = DynamicCache(config=cfg) if _takes(DynamicCache, "config") else DynamicCache()
+    # Newer transformers take the cache as ``cache=`` and remove ``past_key_values=`` (in
+    # 5.40); 4.56 ... 5.39 take ``past_key_values=``.  Pass it under the name forward declares.
+    cache_kw = "cache" if _takes(model.forward, "cache") else "past_key_values"
     ids = input_ids
     mask = torch.ones_like(input_ids)        # generate() passes an all-ones attention mask
     pos = torch.arange(s, device=input_ids.device)
