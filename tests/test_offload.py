@@ -73,3 +73,17 @@ def test_gpt_saved_tensor_bytes_matches_the_hook(n_kv_head):
     assert got["host"]["parameters"] == pred["parameters"]
     plain = measure_save_on_cpu(model, x, offload=False)
     assert plain["host"] is None and plain["peak"] > 0
+
+
+def test_int8_kv_cache_in_the_inference_estimate():
+    from vramlib.estimate import estimate_inference
+    from vramlib.estimate.inference import kv_cache_bytes
+    from vramlib.estimate import load_model_config
+    spec = load_model_config("llama-3-8b")
+    assert kv_cache_bytes(spec, 1, 1000, "int8") == kv_cache_bytes(spec, 1, 1000, "bf16") / 2
+    i8 = estimate_inference("llama-3-8b", 8, 4096, 128, kv_dtype="int8")
+    f8 = estimate_inference("llama-3-8b", 8, 4096, 128, kv_dtype="fp8")
+    b16 = estimate_inference("llama-3-8b", 8, 4096, 128)
+    assert i8.peak == f8.peak < b16.peak
+    with pytest.raises(ValueError, match="kv_dtype"):
+        estimate_inference("llama-3-8b", 1, 16, 1, kv_dtype="int4")
