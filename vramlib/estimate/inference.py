@@ -72,7 +72,8 @@ class InferenceScenario:
             cd = self.weights if self.weights in ("fp32", "fp16") else "bf16"
         object.__setattr__(self, "compute_dtype", dtype_name(cd, "compute_dtype", ("fp32", "bf16", "fp16")))
         kv = self.compute_dtype if self.kv_dtype == "auto" else self.kv_dtype
-        object.__setattr__(self, "kv_dtype", dtype_name(kv, "kv_dtype", ("fp32", "bf16", "fp16", "fp8")))
+        object.__setattr__(self, "kv_dtype", dtype_name(kv, "kv_dtype",
+                                                          ("fp32", "bf16", "fp16", "fp8", "int8")))
         object.__setattr__(self, "cache", choice(self.cache, "cache", ("dynamic", "static")))
         flag(self.full_logits, "full_logits")
         object.__setattr__(self, "attention", choice(self.attention, "attention", ("sdpa", "flash", "eager")))
@@ -117,7 +118,7 @@ def kv_bytes(num_layers: int, batch: int, tokens: int, kv_dim: int, bytes_per_el
 def kv_cache_bytes(spec: ModelSpec, batch: int, tokens: int, kv_dtype: str = "bf16") -> float:
     """KV cache of ``tokens`` positions for ``batch`` sequences (sliding-window layers cap at
     the window), from :func:`kv_bytes`.  Defined in Part I, "Inference"."""
-    b = DTYPE_BYTES[kv_dtype]
+    b = 1 if kv_dtype == "int8" else DTYPE_BYTES[kv_dtype]   # int8/fp8: per-tensor scales, negligible
     t = min(tokens, spec.sliding_window) if spec.sliding_window else tokens
     if spec.family == "gemma2" and spec.sliding_window:   # every other layer slides
         half = spec.num_layers // 2

@@ -9,15 +9,19 @@
   the first SDPA attention.
 * :func:`fragmentation_demo` — allocated vs reserved memory under a pattern that fragments
   the caching allocator's segments.
+* :func:`snapshot_spans` — the lifetimes of the allocations in a memory snapshot
+  (``torch.cuda.memory._snapshot()``), for drawing its timeline without a browser.
 
 Defined in Part I, "Anatomy of memory".
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-__all__ = ["cuda_context_bytes", "fragmentation_demo"]
+__all__ = ["cuda_context_bytes", "fragmentation_demo", "snapshot_spans"]
 
 
 def cuda_context_bytes(device: torch.device | str = "cuda") -> dict:
@@ -58,3 +62,31 @@ def fragmentation_demo(device: torch.device | str = "cuda", n: int = 64, mib: in
     del big, ts
     torch.cuda.empty_cache()
     return {k: {"allocated": a, "reserved": r} for k, (a, r) in stages.items()}
+
+
+def snapshot_spans(snapshot: dict[str, Any], device: int = 0) -> dict[str, Any]:
+    """The allocations of a memory snapshot's trace, each as a span of events.
+
+    Reads ``snapshot["device_traces"][device]``, keeps the ``alloc`` and ``free_completed``
+    events in order, and pairs each allocation with the free of the same address.  Returns
+    ``events`` (how many were kept), ``spans`` — ``(allocation event, index born, index
+    freed)``, with ``events`` as the index of those never freed — and ``live``, the
+    allocation events still live at the end of the trace (an OOM snapshot: what filled the
+    memory).  Events are in order, not on a time scale.  Defined in Part I, "Debugging an
+    out-of-memory error", section "The memory snapshot"."""
+    traces = snapshot.get("device_traces") if isinstance(snapshot, dict) else None
+    if not isinstance(traces, list) or not 0 <= device < len(traces):
+        raise ValueError("snapshot must be the dict torch.cuda.memory._snapshot() returns, "
+                         f"with a device_traces entry for device {device}; record it with "
+                         "torch.cuda.memory._record_memory_history() enabled")
+    trace = [e for e in traces[device] if e.get("action") in ("alloc", "free_completed")]
+    born: dict[int, tuple[dict, int]] = {}
+    spans = []
+    for i, e in enumerate(trace):
+        if e["action"] == "alloc":
+            born[e["addr"]] = (e, i)
+        elif e["addr"] in born:
+            a, t0 = born.pop(e["addr"])
+            spans.append((a, t0, i))
+    spans += [(a, t0, len(trace)) for a, t0 in born.values()]
+    return {"events": len(trace), "spans": spans, "live": [a for a, _ in born.values()]}
