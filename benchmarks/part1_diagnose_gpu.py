@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vramlib import pick_device, seed_everything, track_memory, warm_up  # noqa: E402
 from vramlib.core.records import write_record  # noqa: E402
+from vramlib.measure.tracker import StorageTracker  # noqa: E402
 from vramlib.models import GPT, GPTConfig  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def anatomy(dev: torch.device, full: bool) -> dict:
     batch = 16 if full else 4
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), device=dev)
 
-    def peaks(set_to_none: bool, empty: bool) -> list[int]:
+    def peaks(set_to_none: bool, empty: bool, exact: bool = False) -> list[int]:
         if empty:
             _clean(dev)
         seed_everything(0)
@@ -63,11 +64,13 @@ def anatomy(dev: torch.device, full: bool) -> dict:
         o = torch.optim.Adam(m.parameters(), lr=1e-3, foreach=False)
         live, out = 0, []
         for _ in (1, 2):
-            with track_memory(dev) as r:
+            tracker = StorageTracker(dev.type) if exact else track_memory(dev)
+            with tracker as r:
                 loss = m(x, x)[1]; loss.backward(); del loss
                 o.step(); o.zero_grad(set_to_none=set_to_none)
-            out.append(live + r.peak)
-            live += r.end
+            peak, end = (r.peak, r.current) if exact else (r.peak, r.end)
+            out.append(live + peak)
+            live += end
         return out
 
     res: dict = {}
@@ -77,10 +80,45 @@ def anatomy(dev: torch.device, full: bool) -> dict:
     loss = m0(x, x)[1]; loss.backward(); del loss, m0
     for empty in (False, True):
         res[f"empty_cache={empty}"] = {str(k): peaks(k, empty) for k in (False, True)}
+    res["exact_storage"] = {str(k): peaks(k, False, exact=True) for k in (False, True)}
     with torch.device("meta"):
         mm = GPT(cfg)
     res["P"] = mm.num_params()
     res["n_tensors"] = len(list(mm.parameters()))
+    return res
+
+
+def before_you_start(dev: torch.device, full: bool) -> dict:
+    """Chapter 0: weights, gradients and Adam states, allocator and exact storage."""
+    cfg = GPTConfig(vocab_size=256, block_size=256 if full else 64,
+                    n_layer=6 if full else 2, n_head=4, d_model=512 if full else 128)
+    batch = 32 if full else 8
+    res: dict = {}
+    for exact in (False, True):
+        seed_everything(0)
+        meter = (lambda: StorageTracker(dev.type)) if exact else (lambda: track_memory(dev))
+        with meter() as rw:
+            model = GPT(cfg).to(dev)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=False)
+        x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), device=dev)
+        warm_up(dev)
+        with meter() as rb:
+            loss = model(x, x)[1]; loss.backward(); del loss
+        with meter() as rs:
+            opt.step()
+        end = (lambda r: r.current) if exact else (lambda r: r.end)
+        first = opt.state[next(model.parameters())]
+        g = opt.param_groups[0]
+        res["exact" if exact else "allocator"] = {
+            "weights": end(rw), "gradients": end(rb), "optimizer states": end(rs),
+            "fwd_bwd_peak": rb.peak, "step_device": first["step"].device.type,
+            "fused": g.get("fused"), "capturable": g.get("capturable")}
+        del model, opt, x
+        _clean(dev)
+    with torch.device("meta"):
+        m = GPT(cfg)
+    res["P"] = m.num_params()
+    res["n_tensors"] = len(list(m.parameters()))
     return res
 
 
@@ -208,7 +246,8 @@ def eager_backward(dev: torch.device, full: bool) -> dict:
 
 
 # pretraining first: its "cold" point must be the process's first matrix product
-SECTIONS = {"pretraining": pretraining, "anatomy": anatomy,
+SECTIONS = {"pretraining": pretraining, "before_you_start": before_you_start,
+            "anatomy": anatomy,
             "activations": activations, "eager_backward": eager_backward}
 
 
