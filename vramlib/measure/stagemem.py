@@ -253,11 +253,27 @@ def per_gpu_training_bytes(n_params: int, n_gpus: int, strategy: str = "dp", pol
     return {k: (-(-v // n_gpus) if k in sharded else v) for k, v in full.items()}
 
 
+def _copies_a_parameter(fn) -> bool:
+    """Whether the autograd node ``fn`` reaches a parameter through single-input nodes only
+    (casts, views, transposes): the tensor it made is a copy of that parameter."""
+    while fn is not None:
+        if type(fn).__name__ == "AccumulateGrad":
+            return True
+        inputs = [f for f, _ in fn.next_functions if f is not None]
+        if len(inputs) != 1:
+            return False
+        fn = inputs[0]
+    return False
+
+
 def list_saved_tensors(model, fn) -> list[dict]:
     """Run ``fn()`` (a forward pass of ``model``) and list every tensor autograd saves for
     backward, via ``torch.autograd.graph.saved_tensors_hooks``: the module that was running
     (deepest one), shape, dtype, bytes, and whether it is a ``parameter`` (or buffer), an
-    ``activation``, or a storage already listed (``shared``).  Defined in Part I, "Pretraining"."""
+    ``activation``, or a storage already listed (``shared``).  ``param_copy`` marks a copy of
+    a parameter made by casts and views only (autocast's 16-bit weight copies); ``made_by``
+    names the autograd node that made the tensor (its name can change between torch
+    releases, so rely on ``param_copy`` and ``kind``).  Defined in Part I, "Pretraining"."""
     import torch
 
     stack: list[str] = []
@@ -277,7 +293,8 @@ def list_saved_tensors(model, fn) -> list[dict]:
         rows.append({"module": stack[-1] if stack else "", "shape": tuple(t.shape),
                      "dtype": str(t.dtype).replace("torch.", ""),
                      "bytes": t.untyped_storage().nbytes(), "kind": kind,
-                     "made_by": type(t.grad_fn).__name__.replace("Backward0", "") if t.grad_fn else "input"})
+                     "made_by": type(t.grad_fn).__name__.replace("Backward0", "") if t.grad_fn else "input",
+                     "param_copy": _copies_a_parameter(t.grad_fn)})
         return t
 
     try:
