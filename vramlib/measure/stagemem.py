@@ -114,6 +114,18 @@ def gpt_activation_bytes(cfg, batch: int, seq: int, bytes_per_elem: float = 4,
     return {"per_layer": int(layer), "layers": layers, "head": int(head), "total": int(layers + head)}
 
 
+def _mlp_backward_bytes(cfg, batch: int, seq: int, b: float, act: dict) -> int:
+    """Live bytes in the last block's MLP backward, at its output projection: every saved
+    tensor except the head's (log-softmax, final LN input, output and statistics), plus the
+    gradients made so far (tied embedding, final LN, the projection's weight and bias), the
+    residual stream's gradient (``N·d``) and the gradient of the projection's input
+    (``r·N·d``).  It is the peak where a block's weights outweigh the loss's transient."""
+    N, d, V, r = batch * seq, cfg.d_model, cfg.vocab_size, cfg.mlp_ratio
+    freed = (N * V + 2 * N * d) * b + 2 * N * 4
+    grads = (V * d + 2 * d + r * d * d + (d if cfg.bias else 0)) * b
+    return int(act["total"] - freed + grads + (1 + r) * N * d * b)
+
+
 def _eager_softmax_bytes(cfg, batch: int, seq: int, b: float, act: dict) -> int:
     """The larger of the live bytes at the last block's softmax in the forward pass (three
     ``(B, h, s, s)`` tensors at once) and when its softmax backward allocates its output
@@ -147,7 +159,9 @@ def gpt_train_peak_bytes(cfg, batch: int, seq: int, bytes_per_elem: float = 4,
     """Predicted peak of one forward + backward above the weights, with no earlier gradients
     alive.  Candidate moments: the **start of backward** (every saved activation plus the
     loss's backward transient, two ``N × V`` tensors: gradients of the log-softmax output and
-    of the logits), the **end of backward** (all ``P`` gradients, plus the head's saved
+    of the logits), the **last block's MLP backward** (nearly every activation plus that
+    block's first weight gradient and the gradient of its ``r·N·d`` input), the **end of
+    backward** (all ``P`` gradients, plus the head's saved
     tensors and the same transient), and, with ``attn="eager"``, the **last block's
     softmax**, forward (three ``(B, h, s, s)`` tensors at once) or backward (two
     ``(B, h, s, s)`` gradients next to every layer's saved softmax output), which dominate at
@@ -159,10 +173,11 @@ def gpt_train_peak_bytes(cfg, batch: int, seq: int, bytes_per_elem: float = 4,
     act = gpt_activation_bytes(cfg, batch, seq, bytes_per_elem, attn)
     transient = 2 * batch * seq * cfg.vocab_size * bytes_per_elem
     start = act["total"] + transient
+    mlp = _mlp_backward_bytes(cfg, batch, seq, bytes_per_elem, act)
     end = 0 if n_params is None else n_params * bytes_per_elem + act["head"] + transient
     softmax = (_eager_softmax_bytes(cfg, batch, seq, bytes_per_elem, act)
                if attn == "eager" else 0)
-    return int(max(start, end, softmax))
+    return int(max(start, mlp, end, softmax))
 
 
 def finetune_activation_bytes(cfg, batch: int, seq: int, mode: str = "full", trainable_blocks: int = 1,
