@@ -70,6 +70,27 @@ def test_train_peak_prediction_close():
     assert abs(pred - rep.peak) / rep.peak < 0.05
 
 
+def test_eager_peak_at_the_softmax_backward_exact():
+    """At long sequences eager attention peaks at the last block's softmax — in backward at
+    B = 1 (two (B, h, s, s) gradients next to every layer's saved softmax), in forward at
+    B = 2 (three at once): exact on the CPU up to the token ids, which the formula counts
+    and the test made before measuring, and far above the start-of-backward candidate."""
+    for batch in (1, 2):
+        cfg = GPTConfig(vocab_size=64, block_size=256, n_layer=2, n_head=8, d_model=64,
+                        attn="eager")
+        model = GPT(cfg)
+        x = torch.randint(0, cfg.vocab_size, (batch, 256))
+        with track_memory("cpu") as rep:
+            loss = model(x, x)[1]
+            loss.backward()
+            del loss
+        pred = gpt_train_peak_bytes(cfg, batch, 256, n_params=model.num_params())
+        start = (gpt_activation_bytes(cfg, batch, 256)["total"]
+                 + 2 * batch * 256 * cfg.vocab_size * 4)
+        assert 0 <= pred - rep.peak <= 8 * batch * 256, (batch, pred, rep.peak)
+        assert start < 0.9 * rep.peak, batch
+
+
 def test_source_rules():
     assert rule_a6(10, 2, 5) == 4 * (10 + 10 + 10 + 20)
     from vramlib.estimate import article_training_rule

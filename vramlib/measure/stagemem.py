@@ -114,21 +114,70 @@ def gpt_activation_bytes(cfg, batch: int, seq: int, bytes_per_elem: float = 4,
     return {"per_layer": int(layer), "layers": layers, "head": int(head), "total": int(layers + head)}
 
 
+def _mlp_backward_bytes(cfg, batch: int, seq: int, b: float, act: dict) -> int:
+    """Live bytes in the last block's MLP backward, at its output projection: every saved
+    tensor except the head's (log-softmax, final LN input, output and statistics), plus the
+    gradients made so far (tied embedding, final LN, the projection's weight and bias), the
+    residual stream's gradient (``N·d``) and the gradient of the projection's input
+    (``r·N·d``).  It is the peak where a block's weights outweigh the loss's transient."""
+    N, d, V, r = batch * seq, cfg.d_model, cfg.vocab_size, cfg.mlp_ratio
+    freed = (N * V + 2 * N * d) * b + 2 * N * 4
+    grads = (V * d + 2 * d + r * d * d + (d if cfg.bias else 0)) * b
+    return int(act["total"] - freed + grads + (1 + r) * N * d * b)
+
+
+def _eager_softmax_bytes(cfg, batch: int, seq: int, b: float, act: dict) -> int:
+    """The larger of the live bytes at the last block's softmax in the forward pass (three
+    ``(B, h, s, s)`` tensors at once) and when its softmax backward allocates its output
+    (eager only).  Backward:
+    every saved tensor except those of the head (final LN, log-softmax) and of the last
+    block after its attention (``y``, ``ln2``, the MLP: ``13·N·d`` values and two LN
+    statistics; for ``B > 1`` also the copy of ``v`` that the batched product made, released
+    by its backward — at ``B = 1`` q, k, v are views of the ``qkv`` output, which stays),
+    plus the gradients made so far (tied embedding, final LN, the last block's MLP, ``ln2``
+    and output projection), the residual stream's and ``v``'s gradients (``2·N·d``) and two
+    ``(B, h, s, s)`` tensors: the gradient of the attention probabilities and the softmax's
+    gradient, alive next to the saved softmax output."""
+    N, d, V, r = batch * seq, cfg.d_model, cfg.vocab_size, cfg.mlp_ratio
+    bias = 1 if cfg.bias else 0
+    freed = ((13 + (batch > 1)) * N * d + N * V) * b + 4 * N * 4
+    grads = (V * d + 2 * d + (2 * r + 1) * d * d + bias * (r * d + 2 * d) + 2 * d) * b
+    scores = batch * cfg.n_head * seq * seq * b
+    backward = act["total"] - freed + grads + 2 * N * d * b + 2 * scores
+    # forward, at the last block's softmax: the earlier blocks' saved tensors, this block's
+    # so far (LN input, output and statistics, the qkv output and, for B > 1, the copies of
+    # q and k the batched product made; the masks), the token and position ids, and three
+    # (B, h, s, s) tensors: the scaled scores, the masked ones and the softmax
+    forward = (act["per_layer"] * (cfg.n_layer - 1)
+               + (5 + 2 * (batch > 1)) * N * d * b + 2 * N * 4
+               + 2 * seq * seq + N * 8 + seq * 8 + 3 * scores)
+    return int(max(backward, forward))
+
+
 def gpt_train_peak_bytes(cfg, batch: int, seq: int, bytes_per_elem: float = 4,
                          attn: str | None = None, n_params: int | None = None) -> int:
     """Predicted peak of one forward + backward above the weights, with no earlier gradients
-    alive.  Two candidate moments: the **start of backward** (every saved activation plus the
+    alive.  Candidate moments: the **start of backward** (every saved activation plus the
     loss's backward transient, two ``N × V`` tensors: gradients of the log-softmax output and
-    of the logits), and the **end of backward** (all ``P`` gradients, plus the head's saved
-    tensors and the same transient).  The peak is the larger.  ``n_params`` is needed for the
-    second (omit it to get the first).
+    of the logits), the **last block's MLP backward** (nearly every activation plus that
+    block's first weight gradient and the gradient of its ``r·N·d`` input), the **end of
+    backward** (all ``P`` gradients, plus the head's saved
+    tensors and the same transient), and, with ``attn="eager"``, the **last block's
+    softmax**, forward (three ``(B, h, s, s)`` tensors at once) or backward (two
+    ``(B, h, s, s)`` gradients next to every layer's saved softmax output), which dominate at
+    long sequences.  The peak is the largest.  ``n_params``
+    is needed for the end of backward (omit it to leave that candidate out).
 
-    Defined in Part I, "Pretraining"."""
+    Defined in Part I, "Pretraining" (the eager candidate in "Activations in depth")."""
+    attn = attn or cfg.attn
     act = gpt_activation_bytes(cfg, batch, seq, bytes_per_elem, attn)
     transient = 2 * batch * seq * cfg.vocab_size * bytes_per_elem
     start = act["total"] + transient
+    mlp = _mlp_backward_bytes(cfg, batch, seq, bytes_per_elem, act)
     end = 0 if n_params is None else n_params * bytes_per_elem + act["head"] + transient
-    return int(max(start, end))
+    softmax = (_eager_softmax_bytes(cfg, batch, seq, bytes_per_elem, act)
+               if attn == "eager" else 0)
+    return int(max(start, mlp, end, softmax))
 
 
 def finetune_activation_bytes(cfg, batch: int, seq: int, mode: str = "full", trainable_blocks: int = 1,
@@ -219,11 +268,27 @@ def per_gpu_training_bytes(n_params: int, n_gpus: int, strategy: str = "dp", pol
     return {k: (-(-v // n_gpus) if k in sharded else v) for k, v in full.items()}
 
 
+def _copies_a_parameter(fn) -> bool:
+    """Whether the autograd node ``fn`` reaches a parameter through single-input nodes only
+    (casts, views, transposes): the tensor it made is a copy of that parameter."""
+    while fn is not None:
+        if type(fn).__name__ == "AccumulateGrad":
+            return True
+        inputs = [f for f, _ in fn.next_functions if f is not None]
+        if len(inputs) != 1:
+            return False
+        fn = inputs[0]
+    return False
+
+
 def list_saved_tensors(model, fn) -> list[dict]:
     """Run ``fn()`` (a forward pass of ``model``) and list every tensor autograd saves for
     backward, via ``torch.autograd.graph.saved_tensors_hooks``: the module that was running
     (deepest one), shape, dtype, bytes, and whether it is a ``parameter`` (or buffer), an
-    ``activation``, or a storage already listed (``shared``).  Defined in Part I, "Pretraining"."""
+    ``activation``, or a storage already listed (``shared``).  ``param_copy`` marks a copy of
+    a parameter made by casts and views only (autocast's 16-bit weight copies); ``made_by``
+    names the autograd node that made the tensor (its name can change between torch
+    releases, so rely on ``param_copy`` and ``kind``).  Defined in Part I, "Pretraining"."""
     import torch
 
     stack: list[str] = []
@@ -243,7 +308,8 @@ def list_saved_tensors(model, fn) -> list[dict]:
         rows.append({"module": stack[-1] if stack else "", "shape": tuple(t.shape),
                      "dtype": str(t.dtype).replace("torch.", ""),
                      "bytes": t.untyped_storage().nbytes(), "kind": kind,
-                     "made_by": type(t.grad_fn).__name__.replace("Backward0", "") if t.grad_fn else "input"})
+                     "made_by": type(t.grad_fn).__name__.replace("Backward0", "") if t.grad_fn else "input",
+                     "param_copy": _copies_a_parameter(t.grad_fn)})
         return t
 
     try:
