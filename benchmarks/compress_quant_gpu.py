@@ -11,7 +11,7 @@ Records, on whatever device it finds (CUDA full size, CPU small):
 * matmul throughput for FP32, BF16, INT8 (``torch._int_mm``) and FP8 (``torch._scaled_mm``,
   where the GPU supports it) — each skipped with a note when unsupported.
 
-    python benchmarks/compress_quant_gpu.py [benchmarks/results/compress_quant_gpu.json]
+    python benchmarks/compress_quant_gpu.py [--out FILE.json or DIR]
 
 Runs in well under 3 minutes on an H100.
 """
@@ -63,7 +63,10 @@ def bench_matmul(device: torch.device, n: int, reps: int) -> dict:
 
 
 def main() -> None:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else records_dir() / "compress_quant_gpu.json"
+    args = [a for a in sys.argv[1:] if a != "--out"]
+    path = Path(args[0]) if args else records_dir() / "compress_quant_gpu.json"
+    if path.is_dir() or not path.suffix:
+        path = path / "compress_quant_gpu.json"
     device = pick_device()
     full = device.type == "cuda"
     lm, data = zoo.load_char_lm(device)

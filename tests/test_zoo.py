@@ -92,3 +92,22 @@ def test_bad_arguments():
         zoo.checkpoint_metadata("resnet")
     with pytest.raises(ValueError):
         zoo.train_lm(zoo.build_char_lm(), zoo.char_lm_data(), steps=0)
+
+
+def test_accuracy_stderr_is_binomial_and_checks_its_input():
+    data = zoo.digits_data()
+    n = len(data.split("test")[1])
+    assert zoo.accuracy_stderr(0.9, data) == pytest.approx((0.9 * 0.1 / n) ** 0.5)
+    assert zoo.accuracy_stderr(1.0, data) == 0.0
+    with pytest.raises(ValueError, match="accuracy"):
+        zoo.accuracy_stderr(97.5, data)  # points, not a fraction
+
+
+def test_seed_interval_is_a_student_t_interval():
+    mean, lo, hi = zoo.seed_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert hi - mean == pytest.approx(4.303 * 1.0 / 3 ** 0.5)  # t(0.975, 2) s / sqrt(3)
+    assert mean - lo == pytest.approx(hi - mean)
+    assert zoo.seed_interval([5.0] * 4) == (5.0, 5.0, 5.0)
+    with pytest.raises(ValueError, match="at least 3 seeds"):
+        zoo.seed_interval([1.0, 2.0])

@@ -5,8 +5,9 @@ LLM.int8()-style outlier decomposition.
 
 Everything is checked against torch where torch has the same thing
 (``torch.fake_quantize_per_tensor_affine`` / ``_per_channel_affine``, ``torch.quantize_per_tensor``,
-the float8 dtypes, ``torch.ao.quantization.quantize_dynamic``) in ``tests/test_quant.py`` and in
-the chapters.
+the float8 dtypes, the int8 GEMM ``torch._int_mm``) in ``tests/test_quant.py`` and in the
+chapters.  ``torch.ao.quantization.quantize_dynamic`` is deprecated (its successor lives in the
+separate torchao package) and is not used.
 
 Conventions.  A quantizer with ``bits`` b maps a real x to an integer
 ``q = clamp(round(x / scale) + zero_point, qmin, qmax)`` and back to ``(q - zero_point) * scale``.

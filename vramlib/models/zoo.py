@@ -254,6 +254,41 @@ def evaluate_classifier(model: nn.Module, data: DigitsData, split: str = "test")
             "accuracy": (logits.argmax(-1) == y).float().mean().item()}
 
 
+SEED_INTERVAL_LEVEL = 0.95  # the confidence of seed_interval's interval
+# Two-sided 95 % Student-t quantiles t_{0.975, df}, for intervals over a few seeds.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def accuracy_stderr(accuracy: float, data: DigitsData, split: str = "test") -> float:
+    """Sampling standard error ``sqrt(p (1 - p) / n)`` of an accuracy ``p`` measured on the
+    ``n`` examples of ``data``'s ``split``: Part II's noise floor for a classifier.  Two
+    accuracies within twice this of each other are reported as *not detectable* on this
+    test set, never as a gain or a loss.
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy!r}")
+    n = len(data.split(split)[1])
+    return math.sqrt(accuracy * (1.0 - accuracy) / n)
+
+
+def seed_interval(values: list[float] | tuple[float, ...]) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of one result repeated over seeds and its 95 %
+    Student-t confidence interval, ``mean ± t · s / sqrt(k)`` for ``k >= 3`` values (Part
+    II's rule for effects near the noise floor).
+    Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
+    v = [float(x) for x in values]
+    if len(v) < 3:
+        raise ValueError(f"seed_interval needs values from at least 3 seeds, got {len(v)}; "
+                         "run the experiment with more seeds")
+    k = len(v)
+    mean = sum(v) / k
+    sd = math.sqrt(sum((x - mean) ** 2 for x in v) / (k - 1))
+    t = _T95[max(d for d in _T95 if d <= k - 1)]  # the next smaller df: a wider interval
+    half = t * sd / math.sqrt(k)
+    return mean, mean - half, mean + half
+
+
 # --------------------------------------------------------------------------- training
 def train_lm(model: nn.Module, data: LMData, steps: int, lr: float = 3e-3, batch_size: int = 32,
              seed: int = 0, weight_decay: float = 0.1, warmup: int = 50, progress: bool = True,
