@@ -240,6 +240,20 @@ def _block_linears(block: nn.Module) -> dict[str, nn.Linear]:
     return {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
 
 
+def _embedded_copy(model: nn.Module, calib: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """An eval-mode copy of the book's GPT, and the calibration windows embedded: the input
+    of its first block."""
+    m = copy.deepcopy(model).eval()
+    dev = next(m.parameters()).device
+    idx = calib.to(dev)
+    return m, m.wte(idx) + m.wpe(torch.arange(idx.shape[1], device=dev))
+
+
+def _through(block: nn.Module, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """``x`` run through ``block`` in batches of windows: the next block's input."""
+    return torch.cat([block(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
 @torch.no_grad()
 def layer_stats(block: nn.Module, x: torch.Tensor, batch: int = 16) -> dict[str, LayerStats]:
     """Run ``x`` (windows × tokens × d) through ``block`` and gather :class:`LayerStats` of
@@ -297,15 +311,12 @@ def compress_gpt(model: nn.Module, calib: torch.Tensor, method: str, **kwargs) -
     section "One quantity: the layer's output error"."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    m = copy.deepcopy(model).eval()
-    dev = next(m.parameters()).device
-    idx = calib.to(dev)
-    x = m.wte(idx) + m.wpe(torch.arange(idx.shape[1], device=dev))
+    m, x = _embedded_copy(model, calib)
     for block in m.blocks:
         stats = layer_stats(block, x)
         for name, lin in _block_linears(block).items():
             compress_linear(lin, stats[name], method, **kwargs)
-        x = torch.cat([block(x[i:i + 16]) for i in range(0, len(x), 16)])
+        x = _through(block, x)
     return m
 
 
@@ -316,13 +327,10 @@ def smoothquant_gpt(model: nn.Module, calib: torch.Tensor, alpha: float = 0.5,
     (``alpha=0`` is plain per-tensor W8A8 without smoothing).  Activation maxima come from the
     calibration windows through the float model.  Defined in Part II, "Compression at LLM
     scale", section "SmoothQuant: migrate the outliers"."""
-    m = copy.deepcopy(model).eval()
-    dev = next(m.parameters()).device
-    idx = calib.to(dev)
-    x = m.wte(idx) + m.wpe(torch.arange(idx.shape[1], device=dev))
+    m, x = _embedded_copy(model, calib)
     for block in m.blocks:
         stats = layer_stats(block, x)
-        x = torch.cat([block(x[i:i + 16]) for i in range(0, len(x), 16)])
+        x = _through(block, x)
         for name, lin in _block_linears(block).items():
             s = smoothquant_scales(lin.weight, stats[name].abs_max, alpha)
             parent, _, attr = name.rpartition(".")
