@@ -121,11 +121,11 @@ def _write(out: Path, chapters: dict, total: float, kind: str) -> None:
                   "transformers": tf_version, "how": "scripts/execute_notebooks.py --record"})
 
 
-def record_execution(out: Path, paths: list[Path], add: Path | None = None) -> int:
+def record_execution(out: Path, paths: list[Path], add: list[Path] | None = None) -> int:
     """Run each notebook on a copy (outputs not written back) and record how it went.
-    With ``add`` (an earlier record of the same device kind), its chapters are kept and the
+    With ``add`` (earlier records of the same device kind), their chapters are kept and the
     ones run now replace theirs: a book longer than one session's command limit is recorded
-    in parts.  Each chapter's entry names the device and date it ran on."""
+    in parts, or in parallel on several GPUs (one part per GPU, merged with no paths).  Each chapter's entry names the device and date it ran on."""
     import datetime as _dt
 
     import torch
@@ -135,9 +135,9 @@ def record_execution(out: Path, paths: list[Path], add: Path | None = None) -> i
 
     kind = "cuda" if torch.cuda.is_available() else "cpu"
     chapters, total = {}, 0.0
-    if add is not None:
-        chapters = dict(read_record(add).results["chapters"])
-        total = sum(c["seconds"] for c in chapters.values())
+    for earlier in add or []:
+        chapters.update(read_record(earlier).results["chapters"])
+    total = sum(c["seconds"] for c in chapters.values())
     where = describe_device()
     for path in paths:
         nb = nbformat.read(path, as_version=4)
@@ -166,6 +166,7 @@ def record_execution(out: Path, paths: list[Path], add: Path | None = None) -> i
                          **({"error": error} if error else {})}
         print(f"{dt:7.1f} s  {budget_mark(dt)}  {status:5s}  {rel}", flush=True)
         _write(out, chapters, total, kind)  # after every chapter: a cut-off run keeps its part
+    _write(out, chapters, total, kind)
     book_ok = total <= BOOK_BUDGET_S[kind]
     print(f"{total:7.1f} s  {'ok  ' if book_ok else 'OVER'}  total "
           f"(budget {BOOK_BUDGET_S[kind]:.0f} s on {kind})")
@@ -176,14 +177,19 @@ def record_execution(out: Path, paths: list[Path], add: Path | None = None) -> i
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="*", help="notebooks or folders (default: chapters/)")
-    ap.add_argument("--add", type=Path, metavar="EARLIER.json",
-                    help="with --record: keep the chapters of an earlier record, replace the "
-                         "ones run now")
+    ap.add_argument("--add", type=Path, metavar="EARLIER.json", action="append",
+                    help="with --record (repeatable): keep the chapters of earlier records, "
+                         "replace the ones run now")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --record and --add: only merge the earlier records (the parts "
+                         "of a book run on several GPUs at once)")
     ap.add_argument("--record", type=Path, metavar="OUT.json",
                     help="record each chapter's run instead of writing outputs back "
                          "(default paths: every notebook of _toc.yml)")
     args = ap.parse_args(argv)
     if args.record:
+        if args.merge:
+            return record_execution(args.record, [], args.add)
         paths = notebooks(args.paths) if args.paths else toc_notebooks()
         return record_execution(args.record, [p.resolve() for p in paths], args.add)
     return execute_in_place(notebooks(args.paths))
