@@ -106,3 +106,13 @@ def test_serve_sliding_window_and_mla() -> None:
         load_mla_config("deepseek-v2"))
     assert serve_plan("deepseek-v2", "h200", weights=60e9, activations=2e9, tp=2)[
         "kv_bytes_per_sequence"] == mla["kv_bytes_per_sequence"]          # latents not split by TP
+
+
+def test_ep_counts_the_weights_format() -> None:
+    spec = load_model_config("mixtral-8x7b")
+    per = {}
+    for fmt in ("bf16", "nf4"):
+        b = estimate_inference("mixtral-8x7b", weights=fmt)
+        per[fmt] = estimate_extensions(b, spec, Extensions(ep=4))["moe"]["weights_per_gpu"]
+    assert per["bf16"] == expert_parallel_bytes(spec, 4, 2)["per_gpu"]
+    assert 0.25 < per["nf4"] / per["bf16"] < 0.35          # 4-bit codes + scales, 16-bit rest

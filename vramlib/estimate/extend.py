@@ -18,6 +18,7 @@ from typing import Any
 
 from ._common import DTYPE_BYTES
 from .config import ModelSpec
+from .inference import weight_bytes
 from .moe import dispatch_bytes, expert_parallel_bytes, moe_params, router_bytes
 from .offload import fp8_training_bytes, fsdp_offload_bytes, parallel_activation_bytes
 from .params import count_params
@@ -147,7 +148,9 @@ def estimate_extensions(b: Any, spec: ModelSpec, ext: Extensions) -> dict[str, A
     out: dict[str, Any] = {"options": ext.to_dict()}
     if ext.ep > 1 or ext.capacity_factor is not None:
         tokens = sc["batch"] * (sc["seq_len"] if train else sc["prompt_len"])
-        wb = DTYPE_BYTES.get(sc.get("weights_dtype") or sc.get("weights"), 2)
+        wb = DTYPE_BYTES[sc["weights_dtype"]] if train else weight_bytes(
+            count_params(spec), spec, sc["weights"], sc["group_size"], sc["scale_bytes"],
+            sc["quantize_embeddings"]) / count_params(spec).total    # scales included
         out["moe"] = _moe(spec, ext, tokens, wb)
     if ext.kv_scales != "none":
         if train:
