@@ -17,6 +17,8 @@ Each rank runs five cases on the same weights and the same input (batch 1, bf16 
 For each: ``saved`` = allocated bytes after the forward (loss = ``out.sum()``, which saves
 nothing) minus the bytes before it — what the blocks keep for backward — and ``peak`` = the
 forward + backward's peak above the same base; the loss is compared with the single run.
+A second forward under ``saved_tensors_hooks`` lists the storages autograd saved, by shape
+(``saved_by_autograd``: which tensors are sharded and which are whole on a rank).
 The blocks are the book GPT's (``vramlib.models.nanogpt.Block``: pre-LN, GELU MLP of 4d, fused
 sdpa, no dropout) with q, k and v as three linears so that a column-wise split keeps heads
 whole.  A case that fails (e.g. ring attention on a CPU) is recorded with its error.
@@ -123,6 +125,44 @@ def step(stack: nn.Module, x: torch.Tensor, dev: torch.device) -> dict:
             "seconds": time.perf_counter() - t0, "local_tokens": int(x.shape[1])}
 
 
+def saved_by_autograd(stack: nn.Module, x: torch.Tensor) -> dict:
+    """A second forward under ``saved_tensors_hooks``: the unique storages autograd saves
+    (parameters left out), their bytes and shapes (local shards for DTensors)."""
+    params = set()
+    for p in stack.parameters():
+        params.add(getattr(p, "_local_tensor", p).untyped_storage().data_ptr())
+    seen: dict[int, tuple[int, str]] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        loc = getattr(t, "_local_tensor", t)
+        st = loc.untyped_storage()
+        if st.data_ptr() not in params:
+            seen[st.data_ptr()] = (st.nbytes(), "x".join(map(str, loc.shape)))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = stack(x).sum(dtype=torch.float32)
+    del loss
+    shapes: dict[str, list[int]] = {}
+    for nbytes, shape in seen.values():
+        shapes.setdefault(shape, [0, 0])
+        shapes[shape][0] += 1
+        shapes[shape][1] += nbytes
+    top = sorted(shapes.items(), key=lambda kv: -kv[1][1])[:12]
+    return {"bytes": sum(b for b, _ in seen.values()), "storages": len(seen),
+            "by_shape": {k: {"count": c, "bytes": b} for k, (c, b) in top}}
+
+
+def measure(stack: nn.Module, x: torch.Tensor, dev: torch.device) -> dict:
+    """The step, then (separately, so a failure costs only the detail) what autograd saved."""
+    row = step(stack, x, dev)
+    try:
+        row["saved_by_autograd"] = saved_by_autograd(stack, x)
+    except Exception as e:  # noqa: BLE001 - a detail; the measurement stands
+        row["saved_by_autograd"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+    return row
+
+
 def run_case(name: str, ref: nn.Module, x_full: torch.Tensor, dev: torch.device, mesh) -> dict:
     """One case on a fresh copy of the reference stack; the loss summed over the ranks where
     the output is sharded."""
@@ -135,13 +175,13 @@ def run_case(name: str, ref: nn.Module, x_full: torch.Tensor, dev: torch.device,
             parallelize_module(blk, mesh, tp_plan(name == "tp_sp"))
         if name == "tp_sp":
             x = x.chunk(world, dim=1)[rank].contiguous()
-        row = step(stack, x, dev)
+        row = measure(stack, x, dev)
     elif name == "cp":
         from torch.distributed.tensor.experimental import context_parallel
         with context_parallel(mesh, buffers=[x], buffer_seq_dims=[1], no_restore_buffers={x}):
-            row = step(stack, x, dev)
+            row = measure(stack, x, dev)
     else:
-        row = step(stack, x, dev)
+        row = measure(stack, x, dev)
     loss = torch.tensor([row["loss_local"]], dtype=torch.float64, device=dev)
     if name in ("tp_sp", "cp"):
         dist.all_reduce(loss)
