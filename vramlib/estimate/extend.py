@@ -108,8 +108,7 @@ def _kv(spec: ModelSpec, ext: Extensions, sc: dict[str, Any]) -> dict[str, Any]:
             "kv_bytes_per_token_bf16": kv_bytes_per_token(spec, "bf16")}
 
 
-def _train(spec: ModelSpec, ext: Extensions, sc: dict[str, Any],
-           activations: int) -> dict[str, Any]:
+def _train(spec: ModelSpec, ext: Extensions, sc: dict[str, Any]) -> dict[str, Any]:
     """Offload, FP8, and the activations per GPU under TP/SP/CP (the book GPT's count)."""
     pc = count_params(spec)
     out: dict[str, Any] = {}
@@ -132,8 +131,7 @@ def _train(spec: ModelSpec, ext: Extensions, sc: dict[str, Any],
         new = parallel_activation_bytes(*args, tp=tp, sp=ext.sp, cp=ext.cp, bytes_per_elem=2)
         out["parallel_activations"] = {"tp": tp, "sp": ext.sp, "cp": ext.cp,
                                        "book_gpt_bytes_tp_only": base, "book_gpt_bytes": new,
-                                       "ratio": new / base,
-                                       "breakdown_activations_scaled": activations * new / base}
+                                       "ratio": new / base}
     return out
 
 
@@ -162,5 +160,5 @@ def estimate_extensions(b: Any, spec: ModelSpec, ext: Extensions) -> dict[str, A
     if trainers:
         if ext.sp and sc["tp"] == 1:
             raise ValueError("sp needs tp > 1: sequence parallelism splits over the TP group")
-        out.update(_train(spec, ext, sc, b["activations"]))
+        out.update(_train(spec, ext, sc))
     return out
