@@ -42,6 +42,9 @@ PROBE_STATES = [
                                               "num_attention_heads": 4, "intermediate_size": 512,
                                               "vocab_size": 1000})},
     {"model": "custom", "config": "{not json"}, {"batch": "-1"}, {"stage": "generate", "tp": "3"},
+    {"model": "mixtral-8x7b", "ep": "2", "capacity_factor": "1.25", "stage": "pretrain", "offload": "all",
+     "fp8": True, "tp": "2", "gpus": "2", "sp": True, "cp": "2", "seq": "4096"},
+    {"stage": "generate", "kv_dtype": "int8", "kv_scales": "head"},
 ]
 
 PROBE = r"""

@@ -56,6 +56,13 @@ def test_cli_defaults_are_the_clis(bridge) -> None:
     {"trainable": "last-k", "last_k": "3", "lora_rank": "999"},          # a hidden field takes no part
     {"stage": "generate", "model": "mixtral-8x7b", "weights": "nf4", "group_size": "128", "cache": "static"},
     {"stage": "generate", "weights": "int8", "group_size": "-5", "tp": "2"},  # group_size hidden for int8
+    # the options beyond the breakdown (vramlib.estimate.extend): MoE, offload, FP8, SP/CP, KV scales
+    {"stage": "pretrain", "model": "mixtral-8x7b", "gpus": "4", "zero": "3", "tp": "2", "ep": "4",
+     "capacity_factor": "1.25", "offload": "all", "fp8": True, "sp": True, "cp": "2", "seq": "4096"},
+    {"stage": "finetune", "offload": "optimizer", "capacity_factor": "x"},   # hidden: not an MoE
+    {"stage": "generate", "model": "mixtral-8x7b", "ep": "2", "kv_dtype": "int8", "kv_scales": "token"},
+    {"stage": "generate", "kv_dtype": "fp8", "kv_scales": "head"},
+    {"stage": "generate", "kv_scales": "head"},                     # hidden for a bf16 cache
 ])
 def test_bridge_equals_cli(bridge, state: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -84,6 +91,11 @@ def test_pasted_config_is_loaded_like_a_file(bridge, tmp_path: Path, monkeypatch
     ({"stage": "pretrain", "master_weights": True, "dtype": "fp32"}, "master_weights", "16-bit"),
     ({"stage": "pretrain", "gpus": "3", "tp": "2"}, "gpus", "multiple of tp"),
     ({"model": "gpt2", "seq": "4096"}, "seq", "max_position_embeddings"),
+    ({"model": "mixtral-8x7b", "ep": "3"}, "ep", "must divide num_experts"),
+    ({"model": "mixtral-8x7b", "capacity_factor": "lots"}, "capacity_factor", "positive number"),
+    ({"stage": "pretrain", "sp": True}, "sp", "needs tp > 1"),
+    ({"stage": "pretrain", "cp": "0"}, "cp", "cp must be an integer"),
+    ({"stage": "generate", "kv_dtype": "int8", "kv_scales": "rows"}, "kv_scales", "must be one of"),
 ])
 def test_bad_input_names_the_field(bridge, state: dict, field: str, words: str, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:

@@ -188,6 +188,28 @@
     return res.value > 0 ? `${what}: ${res.value.toLocaleString("en")}${unit}`
       : `${what}: none (even 1${unit} does not fit)`;
   }
+  // The options beyond the breakdown (vramlib.estimate.extend): one line per group.
+  const NOT_BYTES = new Set(["ep", "tp", "cp", "sp", "ratio", "capacity_factor", "resident_params",
+                             "active_params", "what", "scope", "kv_scales"]);
+  function bytesText(v) {
+    for (const [u, s] of [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]])
+      if (Math.abs(v) >= s) return (v / s).toFixed(2) + " " + u;
+    return v + " B";
+  }
+  function extensions(b) {
+    if (!b.extensions) return null;
+    const items = [];
+    for (const [group, vals] of Object.entries(b.extensions)) {
+      if (group === "options") continue;
+      const parts = Object.entries(vals).map(([k, v]) => `${k.replace(/_/g, " ")} ` +
+        (typeof v === "number" && !NOT_BYTES.has(k) ? bytesText(v)
+          : typeof v === "number" ? v.toLocaleString("en", { maximumFractionDigits: 3 }) : String(v)));
+      items.push(h("li", {}, h("strong", { text: group.replace(/_/g, " ") + ": " }), parts.join("; ")));
+    }
+    return h("div", { class: "vc-ext" },
+      h("p", { text: "Beyond the breakdown (computed beside it; not in the total above):" }),
+      h("ul", {}, ...items));
+  }
   function render(r) {
     const b = r.breakdown, cap = r.gpu.memory_bytes;
     const lenWhat = b.stage === "train" ? "longest sequence at this batch" : "longest prompt at this batch";
@@ -204,6 +226,7 @@
       h("ul", { class: "vc-solvers" },
         h("li", { text: solverText(r.max_batch, "largest batch that fits", "") }),
         h("li", { text: solverText(r.max_context, lenWhat, " tokens") })),
+      extensions(b),
       h("p", { class: "vc-cli-label", text: "The same estimate on the command line (pip install the book's vramlib):" }),
       h("pre", { class: "vc-command" }, h("code", { id: "vc-command", text: r.command })),
       h("details", { class: "vc-json" }, h("summary", { text: "every component as JSON (what the command prints)" }),

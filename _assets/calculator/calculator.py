@@ -26,6 +26,7 @@ from typing import Any
 from vramlib.estimate.reserve import estimate_margin
 from vramlib.estimate import (estimate_inference, estimate_training, list_models,
                               load_model_config, max_batch, max_context)
+from vramlib.estimate.extend import Extensions, estimate_extensions
 from vramlib.estimate.inference import WEIGHT_FORMATS
 from vramlib.estimate.training import ATTENTION, CHECKPOINTING, OPTIMIZERS
 
@@ -78,6 +79,16 @@ _F = [
     ("tp", "GPUs", "tensor parallel", "int", "1", "--tp", "1", ""),
     ("pp", "GPUs", "pipeline parallel", "int", "1", "--pp", "1", ""),
     ("gpu", "GPUs", "GPU", "select", "h100-sxm", None, None, "from the book's catalogue"),
+    ("ep", "Beyond the breakdown", "expert parallel", "int", "1", "--ep", "1", "MoE: experts per GPU = E / ep"),
+    ("capacity_factor", "Beyond the breakdown", "capacity factor", "text", "", "--capacity-factor", None,
+     "MoE fixed-capacity dispatch; empty: dropless"),
+    ("kv_scales", "Beyond the breakdown", "KV scales", "select", "none", "--kv-scales", "none",
+     "fp32 scale per token or per token and head (int8/fp8 cache)"),
+    ("offload", "Beyond the breakdown", "CPU offload", "select", "none", "--offload", "none",
+     "training state in host memory"),
+    ("fp8", "Beyond the breakdown", "FP8 training", "bool", False, "--fp8", False, "torchao float8 linears"),
+    ("sp", "Beyond the breakdown", "sequence parallel", "bool", False, "--sp", False, "over the TP group"),
+    ("cp", "Beyond the breakdown", "context parallel", "int", "1", "--cp", "1", "GPUs sharing one sequence"),
 ]
 FIELDS = [dict(zip(("name", "group", "label", "kind", "default", "flag", "cli_default", "help"), f)) for f in _F]
 _BY_NAME = {f["name"]: f for f in FIELDS}
@@ -91,7 +102,9 @@ _ARG_FIELD = {"batch": "batch", "seq_len": "seq", "prompt_len": "prompt", "new_t
               "lora_rank": "lora_rank", "lora_targets": "lora_targets", "keep_logits": "keep_logits",
               "weights": "weights", "group_size": "group_size", "kv_dtype": "kv_dtype", "cache": "cache",
               "full_logits": "full_logits", "num_gpus": "gpus", "zero": "zero", "tp": "tp", "pp": "pp",
-              "config": "config", "model_type": "config", "GPU": "gpu"}
+              "config": "config", "model_type": "config", "GPU": "gpu", "ep": "ep",
+              "capacity_factor": "capacity_factor", "kv_scales": "kv_scales", "offload": "offload",
+              "fp8": "fp8", "sp": "sp", "cp": "cp"}
 
 
 def options() -> dict[str, list[list[str]]]:
@@ -106,7 +119,9 @@ def options() -> dict[str, list[list[str]]]:
         "dtype": [[d, d] for d in ("fp32", "bf16", "fp16")],
         "autocast": [[d, d] for d in ("none", "bf16", "fp16")],
         "weights": [[w, w] for w in WEIGHT_FORMATS],
-        "kv_dtype": [[d, d] for d in ("auto", "fp32", "bf16", "fp16", "fp8")],
+        "kv_dtype": [[d, d] for d in ("auto", "fp32", "bf16", "fp16", "fp8", "int8")],
+        "kv_scales": [["none", "none (per-tensor)"], ["token", "per token"], ["head", "per token and head"]],
+        "offload": [["none", "none"], ["optimizer", "optimizer states"], ["all", "all (FSDP2 CPUOffloadPolicy)"]],
         "cache": [[c, c] for c in ("dynamic", "static")],
         "optimizer": [[o, o] for o in OPTIMIZERS],
         "checkpointing": [[c, c] for c in CHECKPOINTING],
@@ -116,6 +131,17 @@ def options() -> dict[str, list[list[str]]]:
     }
 
 
+def _is_moe(state: dict[str, Any]) -> bool:
+    """Whether the chosen model is a mixture of experts (a pasted config: always offered)."""
+    model = state.get("model", DEFAULTS["model"])
+    if model == CUSTOM:
+        return True
+    try:
+        return load_model_config(model).num_experts > 1
+    except (ValueError, TypeError):
+        return False
+
+
 def relevant(state: dict[str, Any]) -> list[str]:
     """The fields that take part in ``state``'s scenario (the page shows only these)."""
     stage = state.get("stage", DEFAULTS["stage"])
@@ -123,7 +149,10 @@ def relevant(state: dict[str, Any]) -> list[str]:
     shown = {"model", "stage", "batch", "attention", "tp", "pp", "gpu"}
     if state.get("model", DEFAULTS["model"]) == CUSTOM:
         shown.add("config")
+    if _is_moe(state):
+        shown |= {"ep", "capacity_factor"}
     if stage in TRAIN:
+        shown |= {"offload", "fp8", "sp", "cp"}
         shown |= {"seq", "dtype", "autocast", "master_weights", "optimizer", "grad_accum", "checkpointing",
                   "keep_logits", "gpus", "zero"}
     if stage == "finetune":
@@ -133,6 +162,8 @@ def relevant(state: dict[str, Any]) -> list[str]:
         shown |= {"prompt", "new_tokens", "weights", "kv_dtype", "cache", "full_logits"}
         if state.get("weights", DEFAULTS["weights"]) in ("int4", "nf4"):
             shown.add("group_size")
+        if state.get("kv_dtype", DEFAULTS["kv_dtype"]) in ("int8", "fp8"):
+            shown.add("kv_scales")
     return [f["name"] for f in FIELDS if f["name"] in shown]
 
 
@@ -163,7 +194,19 @@ def effective(state: dict[str, Any]) -> dict[str, Any]:
         if n == "trainable" and state.get("stage", DEFAULTS["stage"]) == "pretrain":
             v = "all"
         out[n] = _int(v) if f["kind"] == "int" or n == "zero" else v
+    out["capacity_factor"] = _float_or_none(out["capacity_factor"])
     return out
+
+
+def _float_or_none(v: Any) -> Any:
+    """The capacity factor's text: empty → ``None`` (dropless), a number → float, anything
+    else as is (the estimator's message names it)."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
 
 
 def _model_arg(e: dict[str, Any]) -> str:
@@ -198,6 +241,14 @@ def run_estimate(e: dict[str, Any], model: Any):
     return estimate_inference(model, e["batch"], e["prompt"], **_kwargs(e))
 
 
+def run_extensions(e: dict[str, Any], b: Any, model: Any) -> dict[str, Any]:
+    """The ``extensions`` section ``vramlib estimate`` adds for the options beyond the
+    breakdown (empty when none is used)."""
+    ext = Extensions(ep=e["ep"], capacity_factor=e["capacity_factor"], kv_scales=e["kv_scales"],
+                     offload=e["offload"], fp8=e["fp8"], sp=e["sp"], cp=e["cp"])
+    return estimate_extensions(b, load_model_config(model), ext)
+
+
 def cli_argv(e: dict[str, Any]) -> list[str]:
     """``vramlib estimate`` arguments (after the program name) that compute the same estimate."""
     argv = ["estimate", PASTED if e["model"] == CUSTOM else e["model"]]
@@ -210,7 +261,7 @@ def cli_argv(e: dict[str, Any]) -> list[str]:
         if f["kind"] == "bool":
             if v is True:
                 argv.append(f["flag"])
-        elif str(v) != str(f["cli_default"]):
+        elif v is not None and str(v) != str(f["cli_default"]):
             argv += [f["flag"], str(v)]
     return argv + ["--json"]
 
@@ -246,13 +297,14 @@ def compute(state_json: str) -> str:
     try:
         model = _model_arg(e)
         b = run_estimate(e, model)
+        ext = run_extensions(e, b, model)
         gpu = get_gpu(e["gpu"])
         fits = b.fits(gpu)
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         return json.dumps({"ok": False, "errors": [{"field": field_of(msg, on), "message": msg}], "relevant": on,
                            "argv": cli_argv(e)})
-    d = b.to_dict()
+    d = {**b.to_dict(), **({"extensions": ext} if ext else {})}
     spec = load_model_config(model)
     kw = _kwargs(e)
     if e["stage"] in TRAIN:

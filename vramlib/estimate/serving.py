@@ -24,7 +24,7 @@ __all__ = ["MLASpec", "load_mla_config", "kv_bytes_per_token", "mla_kv_bytes_per
            "mla_uncompressed_kv_bytes_per_token", "kv_cache_bytes_at", "request_lengths", "paged_tokens",
            "kv_allocation", "ServingPlan", "serving_memory_plan", "simulate_batching",
            "prefix_cache_blocks", "quantized_kv_bytes_per_token", "speculative_extra_bytes",
-           "decode_bytes_per_step", "decode_time_per_token"]
+           "decode_bytes_per_step", "decode_time_per_token", "serve_plan"]
 
 
 def _pos_int(v: Any, what: str, minimum: int = 1) -> int:
@@ -336,3 +336,58 @@ def decode_time_per_token(bytes_moved: float, bandwidth: float) -> float:
     _pos_num(bytes_moved, "bytes_moved")
     _pos_num(bandwidth, "bandwidth (bytes/s)")
     return bytes_moved / bandwidth
+
+
+def _kv_per_sequence(model: str, max_model_len: int, kv_dtype: str, kv_scales: str,
+                     tp: int) -> tuple[float, bool]:
+    """KV bytes one sequence of ``max_model_len`` tokens holds on one GPU, and whether the
+    model is an MLA one (its latent cache is not split by tensor parallelism)."""
+    names = {p.name[:-5] for p in resources.files("vramlib").joinpath("data/models/mla").iterdir()}
+    if model in names:
+        return mla_kv_bytes_per_token(load_mla_config(model), kv_dtype) * max_model_len, True
+    seq = kv_cache_bytes_at(model, 1, max_model_len, kv_dtype)
+    if kv_scales != "none":
+        if kv_dtype not in ("int8", "fp8"):
+            raise ValueError(f"kv_scales needs kv_dtype int8 or fp8; got kv_dtype {kv_dtype!r}")
+        seq *= quantized_kv_bytes_per_token(model, 8, kv_scales) / kv_bytes_per_token(model, "int8")
+    return seq / tp, False
+
+
+def serve_plan(model: str, gpu: Any, *, weights: float | None = None,
+               activations: float | None = None, weights_format: str = "bf16", tp: int = 1,
+               kv_dtype: str = "bf16", kv_scales: str = "none", gpu_memory_utilization: float = 0.9,
+               max_model_len: int = 4096, block_size: int = 16,
+               max_num_batched_tokens: int = 2048, non_torch: float | None = None) -> dict[str, Any]:
+    """The serving memory plan of ``model`` on ``gpu`` (a catalogue key, name or byte count):
+    weights and profiled activations from the estimator (``estimate_inference`` of one
+    prefill of ``max_num_batched_tokens`` tokens, KV cache left out) unless given, the CUDA
+    context as the memory outside torch, the KV bytes of one ``max_model_len`` sequence
+    (sliding windows capped, int8/fp8 codes with their scales, MLA latents), and
+    :func:`serving_memory_plan` over them: how many such sequences run at once.  MLA configs
+    (``deepseek-v2``, ``deepseek-v3``) carry no parameter count: pass ``weights`` and
+    ``activations`` in bytes.
+
+    Defined in Part I, "Serving memory", section "A serving engine's memory plan"."""
+    from . import CUDA_CONTEXT_BYTES, estimate_inference
+    from .solve import capacity_bytes
+
+    _pos_int(tp, "tp")
+    _pos_int(max_model_len, "max_model_len")
+    seq_bytes, mla = _kv_per_sequence(model, max_model_len, kv_dtype, kv_scales, tp)
+    if weights is None or activations is None:
+        if mla:
+            raise ValueError(f"{model} is an MLA config without a parameter count: pass weights "
+                             "and activations in bytes (--weight-bytes, --activation-bytes)")
+        b = estimate_inference(model, 1, max_num_batched_tokens, 0, tp=tp, weights=weights_format,
+                               kv_dtype=kv_dtype)
+        weights = b["weights"] if weights is None else weights
+        if activations is None:
+            activations = b.peak - b["weights"] - b["kv cache"]
+    plan = serving_memory_plan(capacity_bytes(gpu), weights, activations, seq_bytes / max_model_len,
+                               gpu_memory_utilization,
+                               CUDA_CONTEXT_BYTES if non_torch is None else non_torch,
+                               block_size, max_model_len)
+    blocks_per_seq = -(-max_model_len // block_size)
+    return {"model": model, "tp": tp, "kv_dtype": kv_dtype, "kv_scales": kv_scales, "mla": mla,
+            "max_model_len": max_model_len, "kv_bytes_per_sequence": seq_bytes,
+            "max_num_seqs": plan.num_blocks // blocks_per_seq, **plan.to_dict()}
