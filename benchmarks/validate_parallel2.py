@@ -60,14 +60,13 @@ CFG = {"model_type": "llama", "hidden_size": 1024, "num_hidden_layers": 16, "num
 SMOKE_CFG = dict(CFG, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=128, vocab_size=512, _name="llama-smoke")
 #: (layout, micro-batch per rank, sequence length); PP takes MICRO micro-batches per step.
-#: Eight layouts at one shape, four of them again at another batch and length (the same
-#: formulas checked elsewhere), and CPU offload last (a crash there loses nothing else).
+#: Eight layouts at one shape, five of them again at other token counts (the same formulas
+#: checked elsewhere), and CPU offload last (a crash there loses nothing else).
 CASES = [("single", 4, 1024), ("ddp", 4, 1024), ("fsdp", 4, 1024), ("hsdp-1x2", 4, 1024),
          ("hsdp-2x1", 4, 1024), ("tp", 4, 1024), ("pp-gpipe", 2, 1024), ("pp-1f1b", 2, 1024),
-         ("single", 2, 2048), ("fsdp", 2, 2048), ("tp", 8, 512), ("pp-1f1b", 4, 512),
+         ("single", 2, 512), ("ddp", 8, 1024), ("fsdp", 8, 1024), ("tp", 8, 1024), ("pp-1f1b", 4, 1024),
          ("fsdp-offload", 4, 1024)]
 MICRO = 4
-SMOKE = dict(batch=2, seq_len=32)
 RECORD = "parallel_layouts_gpu.json"
 
 
@@ -234,7 +233,7 @@ def _tp_optimizers(model, info: dict) -> list:
 def train_steps(layout: str, model, opts, ids, meter: Meter, rank: int, world: int) -> dict:
     """Two steps; the second one's phases go to ``meter``; returns the local gradient bytes
     (and their device) after the second backward."""
-    seen = {}
+    seen, kw = {}, {}
     sched = None
     if layout.startswith("pp"):
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
@@ -245,14 +244,18 @@ def train_steps(layout: str, model, opts, ids, meter: Meter, rank: int, world: i
             from transformers.loss.loss_utils import ForCausalLMLoss
             return ForCausalLMLoss(logits, target, logits.shape[-1])
         sched = cls(stage, n_microbatches=MICRO, loss_fn=loss_fn)
+        import inspect
+        if "return_outputs" in inspect.signature(sched.step).parameters:
+            kw = {"return_outputs": False}     # a training loop does not keep the merged logits
+        seen["return_outputs"] = kw.get("return_outputs", True)
     for i in range(2):
         if i == 1:
             meter.reset()
         if sched is not None:
             if rank == 0:
-                sched.step(ids)
+                sched.step(ids, **kw)
             else:
-                sched.step(target=ids, losses=[])
+                sched.step(target=ids, losses=[], **kw)
             meter.mark("schedule")
         else:
             loss = model(ids, labels=ids, use_cache=False).loss
@@ -279,8 +282,10 @@ def run_case(layout: str, batch: int, seq: int, cfg: dict, dev: torch.device, ra
     row = {"rank": rank}
     if layout == "single" and rank != 0:
         return {"rank": rank, "idle": True}
+    gc.collect()
     rss0 = rss_bytes()
     meter = Meter(dev)
+    row["allocated_before"] = int(torch.cuda.memory_allocated(dev)) if dev.type == "cuda" else 0
     try:
         model = build_model(cfg, dev)
         row["n_params"] = sum(p.numel() for p in model.parameters())
@@ -360,6 +365,7 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny model (CPU rehearsal)")
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--cases", default="", help="comma-separated layouts (default: all)")
+    ap.add_argument("--smoke-shape", default="2x32", help="micro-batch x length under --smoke")
     ap.add_argument("--from-json", default=None)
     a = ap.parse_args(argv)
     if a.from_json:
@@ -388,11 +394,13 @@ def main(argv=None) -> int:
     rows = []
     out = Path(a.out) / RECORD
     cases = CASES[:8] + CASES[-1:] if a.smoke else CASES
+    if not a.smoke and a.device == "cuda" and rank == 0:
+        print("cases:", ", ".join(f"{c[0]} B={c[1]} s={c[2]}" for c in cases), flush=True)
     for layout, batch, seq in cases:
         if wanted and layout not in wanted:
             continue
         if a.smoke:
-            batch, seq = SMOKE["batch"], SMOKE["seq_len"]
+            batch, seq = (int(v) for v in a.smoke_shape.split("x"))
         row = {"name": f"{layout}-b{batch}s{seq}", "layout": layout, "batch": batch, "seq_len": seq,
                "world": world}
         if layout.startswith("pp"):
