@@ -385,7 +385,8 @@ def main(argv=None) -> int:
     if a.device == "cuda":
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
-        torch.ones(8, 8, device=dev) @ torch.ones(8, 8, device=dev)   # cuBLAS workspace first
+        from vramlib.measure.tracker import warm_up
+        warm_up(dev)        # cuBLAS/cuBLASLt workspaces of both threads, before any baseline
     else:
         dev = torch.device("cpu")
         torch.set_num_threads(1)
