@@ -347,6 +347,32 @@ def host_bytes(model, opts) -> dict:
     return out
 
 
+#: Pre-registered targets: |predicted - measured| / measured per GPU.
+TARGETS = {"control": 0.01, "layout": 0.05, "host": 0.05}
+
+
+def predict(cases=None, cfg: dict | None = None, world: int = 2) -> list[dict]:
+    """The estimator's per-rank peaks for every case (:func:`vramlib.estimate.parallel.estimate_layout`,
+    bf16 weights, AdamW foreach on CUDA); PP also with the merged outputs torch returns when
+    ``return_outputs`` is not available."""
+    from vramlib.estimate.parallel import estimate_layout
+    cfg = {k: v for k, v in (cfg or CFG).items() if not k.startswith("_")}
+    rows = []
+    for layout, batch, seq in cases or CASES:
+        kw = dict(world=world, micro_batches=MICRO, weights_dtype="bf16")
+        est = estimate_layout(cfg, layout, batch, seq, **kw)
+        row = {"name": f"{layout}-b{batch}s{seq}", "layout": layout, "batch": batch, "seq_len": seq,
+               "target": TARGETS["control" if layout == "single" else "layout"],
+               "ranks": [{k: e[k] for k in ("rank", "peak", "phase", "components", "host") if k in e}
+                         for e in est]}
+        if layout.startswith("pp"):
+            merged = estimate_layout(cfg, layout, batch, seq, return_outputs=True, **kw)
+            for r, e in zip(row["ranks"], merged):
+                r["peak_if_outputs_merged"] = e["peak"]
+        rows.append(row)
+    return rows
+
+
 def summary(rows: list[dict]) -> None:
     print(f"{'layout':<13} {'B':>2} {'seq':>5} " + " ".join(f"{'rank' + str(r) + ' MiB':>12}" for r in (0, 1)))
     for r in rows:
@@ -367,7 +393,14 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default="", help="comma-separated layouts (default: all)")
     ap.add_argument("--smoke-shape", default="2x32", help="micro-batch x length under --smoke")
     ap.add_argument("--from-json", default=None)
+    ap.add_argument("--predict", default=None, metavar="PATH",
+                    help="write the estimator's pre-registered predictions to PATH (no GPU) and stop")
     a = ap.parse_args(argv)
+    if a.predict:
+        write_record(a.predict, {"cases": predict(), "targets": TARGETS, "micro_batches": MICRO},
+                     {k: v for k, v in CFG.items()}, "cpu", world_size=2)
+        print("wrote", a.predict)
+        return 0
     if a.from_json:
         rec = read_record(a.from_json)
         print("recorded run:", provenance_line(rec))
