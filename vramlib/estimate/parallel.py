@@ -30,7 +30,7 @@ from .config import ModelSpec
 from .params import count_params
 
 __all__ = ["ParallelConfig", "shard_factors", "LAYOUTS", "layout_shard", "offload_host_bytes",
-           "estimate_layout"]
+           "estimate_layout", "layout_check"]
 
 
 @dataclass(frozen=True)
@@ -211,10 +211,17 @@ def estimate_layout(model: Any, layout: str, batch: int, seq_len: int, *, world:
     spec = load_model_config(model)
     sc = TrainScenario(batch=batch, seq_len=seq_len, **scenario)
     pos_int(micro_batches, "micro_batches")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
     if layout.startswith("pp-"):
         sched = layout[3:]
-        if sched not in ("gpipe", "1f1b"):
-            raise ValueError(f"layout {layout!r}: the schedule must be 'pp-gpipe' or 'pp-1f1b'")
+        modelled = dict(trainable="all", autocast="none", master_weights=False, grad_accum=1)
+        for k, v in modelled.items():
+            if getattr(sc, k) != v:
+                raise ValueError(f"{layout}: the pipeline stages are modelled for {k}={v!r} "
+                                 f"(full training, AdamW, no accumulation); got {k}={getattr(sc, k)!r}")
+        if sc.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"{layout}: optimizer must be 'adam' or 'adamw'; got {sc.optimizer!r}")
         out = []
         for rank in range(world):
             ph = _pp_stage(spec, sc, rank, world, micro_batches, sched, return_outputs)
@@ -231,3 +238,49 @@ def estimate_layout(model: Any, layout: str, batch: int, seq_len: int, *, world:
         return [dict(row, rank=0)] + [{"rank": r, "peak": 0, "phase": "idle", "components": {},
                                        "phases": {}} for r in range(1, world)]
     return [dict(row, rank=r) for r in range(world)]
+
+
+def _pre_registered(predicted: Any, name: str, rank: int, merged: bool) -> int | None:
+    """The pre-registered peak of case ``name``, ``rank`` (PP: with merged outputs or not)."""
+    for c in predicted.results["cases"] if predicted else []:
+        if c["name"] == name:
+            r = c["ranks"][rank]
+            return r.get("peak_if_outputs_merged", r["peak"]) if merged else r["peak"]
+    return None
+
+
+def layout_check(measured: Any, predicted: Any = None) -> list[dict[str, Any]]:
+    """Per-GPU rows of a ``validate_parallel2`` record against the estimator: ``measured``
+    (the allocator's peak of the second step), ``predicted`` (the pre-registered figure from
+    the ``predicted`` record, if given), ``estimate`` (:func:`estimate_layout` now),
+    ``err_pre``/``err`` (relative to the measurement) and ``target`` (1 % for the single-GPU
+    control, 5 % per GPU otherwise).  CPU offload adds a row for its host bytes (what the CPU
+    storages of the parameter shard, its gradient and AdamW's states hold, exactly).
+
+    Defined in Part I, "Beyond one GPU"."""
+    cfg = {k: v for k, v in measured.config.items() if not k.startswith("_")}
+    dev = "cpu" if measured.results.get("smoke") else "cuda"
+    rows = []
+    for c in measured.results["cases"]:
+        if "skipped" in c:
+            continue
+        merged = any(r.get("return_outputs") for r in c["ranks"])
+        est = estimate_layout(cfg, c["layout"], c["batch"], c["seq_len"], world=c["world"],
+                              micro_batches=measured.results.get("micro_batches", 4),
+                              return_outputs=merged, weights_dtype="bf16", device=dev)
+        target = 0.01 if c["layout"] == "single" else 0.05
+        for m, e in zip(c["ranks"], est):
+            if m.get("idle"):
+                continue
+            rows.append({"case": c["name"], "layout": c["layout"], "rank": m["rank"], "what": "GPU peak",
+                         "measured": m["peak"], "estimate": e["peak"], "phase": e["phase"], "target": target,
+                         "predicted": _pre_registered(predicted, c["name"], m["rank"], merged)})
+            if "host" in m and "host" in e:
+                host = m["host"]["params"] + m["host"]["optimizer"] + m.get("grad_bytes", 0)
+                pred = sum(v for k, v in e["host"].items() if k != "step_temporary")
+                rows.append(dict(rows[-1], what="host bytes", measured=host, estimate=pred,
+                                 predicted=pred, phase="after backward", target=0.05))
+    for r in rows:
+        r["err"] = (r["estimate"] - r["measured"]) / r["measured"]
+        r["err_pre"] = None if r["predicted"] is None else (r["predicted"] - r["measured"]) / r["measured"]
+    return rows
