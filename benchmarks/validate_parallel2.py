@@ -6,8 +6,10 @@ Run on a machine with two GPUs (about 2 minutes on 2 × H100/H200)::
 
 and it writes ``DIR/parallel_layouts_gpu.json`` (records writer, provenance filled in).  A
 Llama-style model is built from a config (random init, bf16 weights, SDPA attention) and
-trained with ``torch.optim.AdamW`` (its default ``foreach`` implementation) for two steps;
-the *second* step is measured.  Every rank records, per phase (forward, backward, optimizer
+trained with ``torch.optim.AdamW`` (its default ``foreach`` implementation) for three steps;
+the *third* step is measured (steady state: DDP rebuilds its buckets at the start of the
+second step, FSDP2 and the pipeline schedule initialise lazily in the first), and the
+second step's phases are kept beside it.  Every rank records, per phase (forward, backward, optimizer
 step), ``torch.cuda.max_memory_allocated`` minus what was allocated before the model was
 built (``peak``) and what is allocated at the phase's end (``end``), plus the bytes of its
 parameters, gradients and optimizer states read from the local shards.  The layouts:
@@ -231,8 +233,9 @@ def _tp_optimizers(model, info: dict) -> list:
 
 
 def train_steps(layout: str, model, opts, ids, meter: Meter, rank: int, world: int) -> dict:
-    """Two steps; the second one's phases go to ``meter``; returns the local gradient bytes
-    (and their device) after the second backward."""
+    """Three steps; the phases of the third (steady state: DDP rebuilds its buckets at the
+    start of the second) go to ``meter``, the second's are returned as ``phases_step2`` with
+    the local gradient bytes (and their device) after the third backward."""
     seen, kw = {}, {}
     sched = None
     if layout.startswith("pp"):
@@ -248,8 +251,10 @@ def train_steps(layout: str, model, opts, ids, meter: Meter, rank: int, world: i
         if "return_outputs" in inspect.signature(sched.step).parameters:
             kw = {"return_outputs": False}     # a training loop does not keep the merged logits
         seen["return_outputs"] = kw.get("return_outputs", True)
-    for i in range(2):
-        if i == 1:
+    for i in range(3):
+        if i >= 1:
+            if i == 2:
+                seen["phases_step2"] = {k: dict(v) for k, v in meter.phases.items()}
             meter.reset()
         if sched is not None:
             if rank == 0:
@@ -263,11 +268,12 @@ def train_steps(layout: str, model, opts, ids, meter: Meter, rank: int, world: i
             loss.backward()
             del loss
             meter.mark("backward")
-        if i == 1:
+        if i == 2:
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             seen["grad_bytes"] = local_bytes(grads)
             seen["grad_devices"] = sorted({str((g.to_local() if hasattr(g, "to_local") else g).device.type)
                                            for g in grads})
+            del grads                          # zero_grad below must free them
         for o in opts:
             o.step()
         meter.mark("step")
@@ -278,7 +284,7 @@ def train_steps(layout: str, model, opts, ids, meter: Meter, rank: int, world: i
 
 
 def run_case(layout: str, batch: int, seq: int, cfg: dict, dev: torch.device, rank: int, world: int) -> dict:
-    """Build, wrap, train two steps; returns this rank's row."""
+    """Build, wrap, train three steps; returns this rank's row."""
     row = {"rank": rank}
     if layout == "single" and rank != 0:
         return {"rank": rank, "idle": True}
@@ -307,7 +313,7 @@ def run_case(layout: str, batch: int, seq: int, cfg: dict, dev: torch.device, ra
         ids = torch.randint(0, cfg["vocab_size"], (gbatch, seq), generator=g).to(dev)
         t0 = time.perf_counter()
         row.update(train_steps(layout, model, opts, ids, meter, rank, world))
-        row["seconds_two_steps"] = round(time.perf_counter() - t0, 3)
+        row["seconds_three_steps"] = round(time.perf_counter() - t0, 3)
         row["phases"] = meter.phases
         row["peak"] = max(v["peak"] for v in meter.phases.values())
         row["optimizer_bytes"] = local_bytes(state_tensors(opts))
