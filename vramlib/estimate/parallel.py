@@ -10,12 +10,18 @@
   parallelism).  **PP** gives each stage ``layers / pp`` blocks; with 1F1B the first stage
   holds the activations of ``pp`` micro-batches in flight.
 
-Measured on 2 × H200 (``benchmarks/validate_parallel.py``, recorded in
-``benchmarks/results/estimator_parallel.json``): DDP 8 % under, FSDP2 5–20 % over, and the
-same harness's single-GPU control 7–9 % over (where ``validate_estimator.py`` agrees within
-2 % on the same model): the multi-GPU figures are not yet within the book's target and the
-harness itself needs a look (one process per case would remove any memory left over
-between cases).  TP and PP are not measured.
+The generic :func:`shard_factors` serves any ``num_gpus``/``zero``/``tp``/``pp``; the
+layouts ``benchmarks/validate_parallel2.py`` measures on two GPUs (single-GPU control, DDP,
+FSDP2 full shard, HSDP, TP with DTensor, PP with ``torch.distributed.pipelining``, FSDP2 CPU
+offload) are predicted rank by rank by :func:`estimate_layout`, with the terms torch's
+implementations add (DDP's buckets, FSDP2's unsharded root and prefetched block, TP's
+replicated embeddings/norms/head and unsplit logits, PP's micro-batches in flight and
+receive buffers, offload's host bytes); :func:`layout_check` compares a record with the
+pre-registered predictions (``parallel_layouts_predicted.json``).  The earlier validation
+(``benchmarks/validate_parallel.py``, ``estimator_parallel.json``) is superseded: its
+"single" control ran FSDP2 (any mode but ``ddp`` took the ``fully_shard`` branch), it did
+not warm up the backward thread's cuBLAS workspaces, and memory left by earlier cases could be
+freed mid-case (no garbage collection between cases).
 
 Defined in Part I, "Beyond one GPU".
 """
