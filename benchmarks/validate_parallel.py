@@ -1,5 +1,11 @@
 """Validate the estimator's per-GPU memory under data parallelism (Part I, "Beyond one GPU").
 
+Superseded by ``benchmarks/validate_parallel2.py`` (every 2-GPU layout, per rank, with a true
+single-GPU control).  Kept to re-report ``estimator_parallel.json``, whose figures are not
+trustworthy: its ``single`` mode fell into the ``fully_shard`` branch (it ran FSDP2), the
+backward thread's cuBLAS workspaces were not warmed up before the baseline, and no garbage
+collection separated the cases.
+
 Run with ``torchrun --nproc_per_node N benchmarks/validate_parallel.py --out PATH`` on a
 machine with N GPUs.  For a Hugging Face Llama-style model built from a config (random
 weights), it measures the per-GPU peak (``torch.cuda.max_memory_allocated`` on rank 0) of

@@ -117,6 +117,21 @@ def test_checkpointing_order(model, kw, lay, b, s):
 
 
 @EXAMPLES
+@given(models(min_layers=DENSE_LAYERS), recipes(), layouts(tensor_parallel=True), st.integers(1, 8),
+       st.sampled_from([128, 512, 2048]))
+def test_checkpointing_order_tensor_and_pipeline_parallel(model, kw, lay, b, s):
+    """The same order with TP (2 or 4) and PP (2 stages) in the layout."""
+    from vramlib.estimate import load_model_config
+    spec = load_model_config(model)
+    if (spec.num_layers < DENSE_LAYERS or lay["pp"] > spec.num_layers
+            or (spec.num_kv_heads % lay["tp"] and lay["tp"] % spec.num_kv_heads)):
+        return                                   # not a valid layout for this model
+    full, sel, none = (_train(model, b, s, checkpointing=c, **lay, **kw).peak for c in ("full", "selective", "none"))
+    x = b * min(s, spec.max_position_embeddings) * spec.hidden_size * 4
+    assert full <= sel + x and sel <= none, (full, sel, none, lay)
+
+
+@EXAMPLES
 @given(models(min_layers=DENSE_LAYERS), recipes(), st.sampled_from([2, 4, 8]), st.integers(1, 8),
        st.sampled_from([128, 1024]))
 def test_zero_stages_order(model, kw, dp, b, s):

@@ -23,7 +23,7 @@ from typing import Any
 from .breakdown import COMPONENTS, OVERHEADS, Breakdown
 from .config import FAMILIES, ModelSpec, dense_transformer, list_models, load_model_config
 from .inference import InferenceScenario, estimate_inference_spec
-from .parallel import ParallelConfig, shard_factors
+from .parallel import LAYOUTS, ParallelConfig, estimate_layout, layout_check, shard_factors
 from .params import ParamCount, count_params
 from .rules import (article_inference_rule, article_quantized_rule, article_simple_rule,
                     article_training_rule)
@@ -36,7 +36,7 @@ __all__ = ["estimate_training", "estimate_inference", "load_model_config", "list
            "dense_transformer", "max_batch", "max_context", "article_training_rule", "article_simple_rule",
            "article_inference_rule", "article_quantized_rule", "COMPONENTS", "OVERHEADS", "FAMILIES",
            "num_params", "CUDA_CONTEXT_BYTES", "RESERVE_FRACTION", "fit", "FitAnswer", "capacity_bytes",
-           "needed_bytes", "allocator_reserve"]
+           "needed_bytes", "allocator_reserve", "estimate_layout", "layout_check", "LAYOUTS"]
 
 #: Device memory a CUDA process holds outside torch's allocator once CUDA, cuBLAS/cuBLASLt and
 #: SDPA kernels are loaded: 804,061,184 B (766.8 MiB), measured by benchmarks/cuda_context.py

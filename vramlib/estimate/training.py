@@ -296,6 +296,8 @@ def _make_step(spec: ModelSpec, sc: TrainScenario, pc: ParamCount, shard: dict[s
     sh = {"weights": 1.0, "grads": 1.0, "optim": 1.0, "acts": 1.0, "layers": 1.0, "gather": 0.0,
           "ddp_buckets": 0.0, "pp": 1.0}
     sh.update(shard or {})
+    sh.setdefault("logits", sh["acts"])     # parallel layouts: the head split like the blocks or not
+    sh.setdefault("step", sh["optim"])      # parallel layouts: foreach temporaries of the largest group
     if spec.position == "learned" and sc.seq_len > spec.max_position_embeddings:
         raise ValueError(f"seq_len {sc.seq_len} exceeds {spec.name}'s max_position_embeddings "
                          f"{spec.max_position_embeddings} (learned positions)")
@@ -404,7 +406,7 @@ def step_temporaries(st: _Step, p_train: int) -> float:
     if sc.optimizer in ("adam", "adamw"):
         if sc.impl == "foreach":
             extra = 1 if (sc.optimizer == "adam" and sc.weight_decay) else 0
-            return p_train * sb * st.sh["optim"] * (1 + extra)
+            return p_train * sb * st.sh["step"] * (1 + extra)
         return 0.0 if sc.impl == "fused" else 2 * min(largest, p_train) * sb
     if sc.optimizer == "adafactor":
         return 2 * min(largest, p_train) * 4
@@ -488,7 +490,7 @@ def logits_bytes(st: _Step) -> dict[str, float]:
     tv = st.tokens * spec.vocab_size
     upcast = 4 if c < lsm or (hf and c < 4) else 0
     kept = tv * c if st.sc.keep_logits else 0.0
-    return dict(fwd=tv * (c + upcast + lsm) * st.sh["acts"], bwd=tv * 3 * lsm * st.sh["acts"], kept=kept,
+    return dict(fwd=tv * (c + upcast + lsm) * st.sh["logits"], bwd=tv * 3 * lsm * st.sh["logits"], kept=kept,
                 kept_fwd=kept if (c != 4 and hf) else 0.0, lsm=lsm)
 
 
@@ -552,7 +554,7 @@ def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | 
     phases = {k: {c: int(b) for c, b in v.items()} for k, v in phases.items()}   # whole bytes, then sums
     totals = {k: sum(v.values()) for k, v in phases.items()}
     peak_phase = max(totals, key=lambda k: totals[k])
-    largest = max(st.tokens * spec.vocab_size * parts["logits"]["lsm"] * st.sh["acts"],
+    largest = max(st.tokens * spec.vocab_size * parts["logits"]["lsm"] * st.sh["logits"],
                   st.tokens * spec.intermediate_size * st.c, spec.vocab_size * spec.hidden_size * max(gb, st.r))
     return Breakdown(components=phases[peak_phase], peak_phase=peak_phase, phases=totals,
                      scenario={"model": spec.name, **sc.to_dict()},
