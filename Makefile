@@ -117,7 +117,10 @@ cheatsheet: tex
 screenshots: $(STAMP) chromium
 	$(BIN)/python scripts/screenshots.py
 
-handouts: book
+# Per chapter (_build/handouts/<chapter>/): handout, exercise sheet, solutions sheet, each as
+# A4 and US Letter PDF (headless Chromium), key formulas on page 1.  Needs MathJax (assets),
+# not the site.
+handouts: $(STAMP) assets chromium
 	$(BIN)/python scripts/handouts.py --all --pdf
 
 # nbval runs twice: with the CPU's own kernels in the checkout, then on a copy of chapters/

@@ -10,10 +10,13 @@ For each chapter notebook it writes, under DIR/<chapter>/ (default _build/handou
 - ``<chapter>-exercises-{a4,letter}.html``: the exercises alone, with space to answer;
 - ``<chapter>-solutions-{a4,letter}.html``: the solutions alone;
 
-each with the chapter's key formulas (its display equations) in a box on the first page,
+each with the chapter's key formulas in a box on the first page: the display equations of
+its prose (not those of its exercises or solutions), or, for a chapter without any, the
+formulas that handouts/key-formulas.yml names for it (a chapter with neither fails),
 and, with ``--pdf``, a PDF of each made by headless Chromium (page size from the sheet's CSS:
 A4 or US Letter).  Math is typeset by MathJax from ``--mathjax`` (default: the copy that
-``make book`` puts under _build/html/_static/mathjax/), so nothing is downloaded; without it
+``make book`` puts under _build/html/_static/mathjax/, else the one ``make assets`` unpacks
+into _vendor/mathjax/), so nothing is downloaded; without it
 the formulas print as TeX source.  MyST syntax is resolved the way the book renders it:
 ``{glue}`` values and ``{glue:figure}`` images come from the notebook's committed outputs,
 ``{numref}`` becomes "Figure N", ``{cite}`` the citation keys, ``{doc}`` the link text.
@@ -30,10 +33,12 @@ import sys
 from pathlib import Path
 
 import nbformat
+import yaml
 from markdown_it import MarkdownIt
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
+KEY_FORMULAS = ROOT / "handouts" / "key-formulas.yml"
 PAGE = {"a4": "A4", "letter": "letter"}
 MIME = "application/papermill.record/"
 _FENCE_OPEN = re.compile(r"^(`{3,}|:{3,})\{([\w:-]+)\}\s*(.*)$")
@@ -83,6 +88,7 @@ class Chapter:
         self.exercises: list[tuple[str, str]] = []    # (label, html)
         self.solutions: list[tuple[str, str]] = []    # (label, html)
         self.formulas: list[str] = []
+        self._in_exercise = 0     # > 0 while rendering an exercise or a solution
         self.md = MarkdownIt("commonmark", {"html": True}).enable("table").use(
             dollarmath_plugin, double_inline=True)
         self.md.add_render_rule("math_inline", lambda self_, s, i, o, e: f"\\({html.escape(s[i].content)}\\)")
@@ -150,17 +156,23 @@ class Chapter:
         text = re.sub(r"^\(.+\)=\s*$", "", text, flags=re.M)      # MyST labels
         text = re.sub(r"^%.*$", "", text, flags=re.M)             # MyST comments
         text = re.sub(r"^# .*$", "", text, flags=re.M)            # the title: in the header
-        self.formulas += [f.strip() for f in re.findall(r"\$\$(.+?)\$\$", text, re.S)]
+        if not self._in_exercise:   # key formulas come from the prose, never a solution
+            self.formulas += [f.strip() for f in re.findall(r"\$\$(.+?)\$\$", text, re.S)]
         return self.md.render(_ROLE.sub(self.role, text))
 
     def directive(self, name: str, arg: str, opts: dict, body: str) -> str:
-        if name == "exercise":
-            n = len(self.exercises) + 1
-            self.exercises.append((opts.get("label", ""), self.render(body)))
-            return f'<div class="box"><div class="title">Exercise {n}</div>{self.exercises[-1][1]}</div>'
-        if name == "solution":
-            self.solutions.append((arg.strip(), self.render(body)))
-            return ""
+        if name in ("exercise", "solution"):
+            self._in_exercise += 1
+            try:
+                text = self.render(body)
+            finally:
+                self._in_exercise -= 1
+            if name == "solution":
+                self.solutions.append((arg.strip(), text))
+                return ""
+            self.exercises.append((opts.get("label", ""), text))
+            n = len(self.exercises)
+            return f'<div class="box"><div class="title">Exercise {n}</div>{text}</div>'
         if name == "glue:figure":
             img = self.glue.get(arg.strip(), {}).get("image/png")
             n = self.figures.get(arg.strip(), "?")
@@ -200,11 +212,20 @@ class Chapter:
                     parts.append(f'<pre class="out">{html.escape(data["text/plain"])}</pre>')
         return "".join(parts)
 
+    def key_formulas(self) -> list[str]:
+        """The display equations of the prose, else those key-formulas.yml names."""
+        if self.formulas:
+            return list(dict.fromkeys(self.formulas))
+        return [e["tex"] for e in listed_formulas().get(self.path.stem, [])]
+
     def sheets(self) -> dict[str, str]:
         body = "".join(self.cell_html(c) for c in self.nb.cells)   # fills exercises, formulas
-        formulas = "".join(f"<p>\\[{html.escape(f)}\\]</p>" for f in dict.fromkeys(self.formulas))
-        box = (f'<div class="box formulas"><div class="title">Key formulas</div>{formulas}</div>'
-               if formulas else "")
+        keys = self.key_formulas()
+        if not keys:
+            raise SystemExit(f"handouts: {self.path.name} has no display equation and no entry "
+                             f"in {KEY_FORMULAS.relative_to(ROOT)}: add its key formulas there")
+        formulas = "".join(f"<p>\\[{html.escape(f)}\\]</p>" for f in keys)
+        box = f'<div class="box formulas"><div class="title">Key formulas</div>{formulas}</div>'
         ex = "".join(f'<div class="box"><div class="title">Exercise {i}</div>{h}'
                      f'<div class="answer"></div></div>'
                      for i, (_, h) in enumerate(self.exercises, 1))
@@ -214,6 +235,11 @@ class Chapter:
         none = "<p>This chapter has no exercises.</p>"
         return {"handout": box + body, "exercises": box + (ex or none),
                 "solutions": box + (sol or none)}
+
+
+def listed_formulas(path: Path = KEY_FORMULAS) -> dict[str, list[dict]]:
+    """handouts/key-formulas.yml: {notebook stem: [{"section": ..., "tex": ...}]}."""
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
 def page(title: str, kind: str, body: str, size: str, mathjax: str | None) -> str:
@@ -251,10 +277,19 @@ def build(nb_path: Path, out: Path, mathjax: str | None, pdf: bool) -> list[Path
     return written
 
 
+def chapter_notebooks(root: Path = ROOT) -> list[Path]:
+    """The chapters a workshop hands out: every notebook of _toc.yml outside the appendix
+    (reference pages: the claims ledger, the GPU evidence), in book order."""
+    sys.path.insert(0, str(root / "scripts"))
+    from book_status import toc_notebooks
+    return [p for p in toc_notebooks(root) if "appendix" not in p.relative_to(root).parts]
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", type=Path)
-    ap.add_argument("--all", action="store_true", help="every notebook of _toc.yml")
+    ap.add_argument("--all", action="store_true",
+                    help="every chapter notebook of _toc.yml (the appendix has no exercises)")
     ap.add_argument("--out", type=Path, default=ROOT / "_build" / "handouts")
     ap.add_argument("--pdf", action="store_true", help="also print each sheet to PDF (Chromium)")
     ap.add_argument("--mathjax", default=None,
@@ -262,17 +297,16 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     nbs = list(args.notebooks)
     if args.all:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from book_status import toc_notebooks
-        nbs += toc_notebooks(ROOT)
+        nbs += chapter_notebooks()
     if not nbs:
         ap.error("name notebooks or pass --all")
     mj = args.mathjax
-    default_mj = ROOT / "_build" / "html" / "_static" / "mathjax" / "tex-mml-chtml.js"
-    if mj is None and default_mj.exists():
-        mj = default_mj.as_uri()
+    for default_mj in (ROOT / "_build" / "html" / "_static" / "mathjax" / "tex-mml-chtml.js",
+                       ROOT / "_vendor" / "mathjax" / "tex-mml-chtml.js"):
+        if mj is None and default_mj.exists():
+            mj = default_mj.resolve().as_uri()
     if mj is None:
-        print("handouts: no MathJax found (run `make book` first); formulas print as TeX",
+        print("handouts: no MathJax found (run `make assets` first); formulas print as TeX",
               file=sys.stderr)
     for nb in nbs:
         files = build(nb.resolve(), args.out, mj, args.pdf)
