@@ -1,6 +1,6 @@
 """Printable per-chapter sheets for a workshop: handout, exercise sheet, solutions sheet.
 
-Usage: python scripts/handouts.py [--out DIR] [--pdf] [--mathjax PATH] NOTEBOOK ... | --all
+Usage: python scripts/handouts.py [--out DIR] [--pdf] [--check] [--mathjax PATH] NOTEBOOK ... | --all
 
 For each chapter notebook it writes, under DIR/<chapter>/ (default _build/handouts):
 
@@ -19,12 +19,18 @@ A4 or US Letter).  Math is typeset by MathJax from ``--mathjax`` (default: the c
 into _vendor/mathjax/), so nothing is downloaded; without it
 the formulas print as TeX source.  MyST syntax is resolved the way the book renders it:
 ``{glue}`` values and ``{glue:figure}`` images come from the notebook's committed outputs,
-``{numref}`` becomes "Figure N", ``{cite}`` the citation keys, ``{doc}`` the link text.
+``{numref}`` becomes "Figure N", ``{cite}`` "Author, year" from the book's .bib files (as
+the site prints it), ``{doc}`` the link text.
+
+``--check`` opens every sheet in headless Chromium at the width of its printed text column
+(print media, math typeset) and lists each table, code block, formula, figure or box that is
+wider than the column: what the printed page would cut off.  Exit status 1 if any.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import re
 import shutil
@@ -40,12 +46,15 @@ from mdit_py_plugins.dollarmath import dollarmath_plugin
 ROOT = Path(__file__).resolve().parent.parent
 KEY_FORMULAS = ROOT / "handouts" / "key-formulas.yml"
 PAGE = {"a4": "A4", "letter": "letter"}
+# Content width of the printed page (page width less the 14 mm side margins), CSS px.
+COLUMN_PX = {"a4": round((210 - 28) / 25.4 * 96), "letter": round((215.9 - 28) / 25.4 * 96)}
 MIME = "application/papermill.record/"
 _FENCE_OPEN = re.compile(r"^(`{3,}|:{3,})\{([\w:-]+)\}\s*(.*)$")
 _ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
 
 CSS = """
 @page { size: %(size)s; margin: 14mm 14mm 16mm 14mm; }
+@media screen { html { width: %(column)spx; } }   /* lay out at the printed column's width */
 body { font-family: "DejaVu Serif", Georgia, serif; font-size: 10.5pt; line-height: 1.35;
        max-width: 100%%; color: #111; }
 h1 { font-size: 17pt; margin: 0 0 4pt; } h2 { font-size: 13pt; margin: 12pt 0 4pt; }
@@ -54,7 +63,7 @@ pre, code { font-family: "DejaVu Sans Mono", monospace; font-size: 8.5pt; }
 pre { background: #f6f6f6; padding: 4pt 6pt; white-space: pre-wrap; break-inside: avoid; }
 pre.out { background: #fff; border-left: 2pt solid #ccc; }
 table { border-collapse: collapse; font-size: 8.5pt; margin: 4pt 0; break-inside: avoid; }
-th, td { border-bottom: 0.5pt solid #bbb; padding: 1pt 5pt; text-align: right; }
+th, td { border-bottom: 0.5pt solid #bbb; padding: 1pt 5pt; text-align: left; }
 th { border-bottom: 1pt solid #333; } caption { font-style: italic; text-align: left; }
 img { max-width: 100%%; break-inside: avoid; } figure { margin: 6pt 0; break-inside: avoid; }
 figcaption { font-size: 9pt; font-style: italic; }
@@ -111,7 +120,7 @@ class Chapter:
         if name == "numref":
             return f"Figure {self.figures.get(text, '?')}"
         if name.startswith("cite"):
-            return "(" + "; ".join(k.strip() for k in text.split(",")) + ")"
+            return "(" + "; ".join(cite_label(k.strip()) for k in text.split(",")) + ")"
         if name in ("doc", "ref", "term"):
             return html.escape(re.sub(r"\s*<[^>]*>$", "", text).split("/")[-1])
         if name == "sup":
@@ -242,13 +251,89 @@ def listed_formulas(path: Path = KEY_FORMULAS) -> dict[str, list[dict]]:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
+# MathJax 3 does not break a display formula: one wider than its box is set smaller to fit.
+FIT_MATH = r"""
+window.MathJax = {tex: {inlineMath: [["\\(", "\\)"]]}, startup: {pageReady() {
+  return MathJax.startup.defaultPageReady().then(() => {
+    for (const e of document.querySelectorAll('mjx-container[display="true"]'))
+      if (e.scrollWidth > e.clientWidth)
+        e.style.fontSize = Math.floor(100 * e.clientWidth / e.scrollWidth) + "%";
+  });
+}}};
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _bibliography() -> dict:
+    from pybtex.database import parse_file
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    entries = {}
+    for bib in config.get("bibtex_bibfiles", []):
+        entries.update(parse_file(str(ROOT / bib), bib_format="bibtex").entries)
+    return entries
+
+
+def cite_label(key: str) -> str:
+    """"Author, year" (two authors: "A and B"; more: "A et al.") for a .bib key; the key
+    itself when no .bib file has it."""
+    entry = _bibliography().get(key)
+    if entry is None:
+        return key
+    people = entry.persons.get("author") or entry.persons.get("editor") or []
+    names = [" ".join(p.last_names).replace("{", "").replace("}", "") for p in people]
+    who = (names[0] if len(names) == 1 else " and ".join(names) if len(names) == 2
+           else f"{names[0]} et al." if names else entry.fields.get("title", key)[:40])
+    return f"{who}, {entry.fields.get('year', 'n.d.')}"
+
+
 def page(title: str, kind: str, body: str, size: str, mathjax: str | None) -> str:
-    mj = (f'<script>window.MathJax = {{tex: {{inlineMath: [["\\\\(", "\\\\)"]]}}}};</script>'
-          f'<script src="{mathjax}"></script>') if mathjax else ""
+    mj = (f'<script>{FIT_MATH}</script><script src="{mathjax}"></script>') if mathjax else ""
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)} — '
-            f'{kind}</title><style>{CSS % {"size": PAGE[size]}}</style>{mj}</head><body>'
+            f'{kind}</title><style>{CSS % {"size": PAGE[size], "column": COLUMN_PX[size]}}</style>{mj}</head><body>'
             f'<div class="sheet">{kind.capitalize()} · GPU Memory and Model Compression</div>'
             f'<h1>{html.escape(title)}</h1>{body}</body></html>')
+
+
+OVERFLOW_JS = r"""
+const done = arguments[arguments.length - 1];
+const wait = window.MathJax && MathJax.startup ? MathJax.startup.promise : Promise.resolve();
+wait.then(() => {
+  const W = document.body.getBoundingClientRect().right, out = [];
+  for (const e of document.querySelectorAll("pre, table, img, figure, .box, mjx-container")) {
+    const r = e.getBoundingClientRect(), box = e.matches(".box, figure");
+    if (r.right > W + 1 || (!box && e.scrollWidth > e.clientWidth + 1))
+      out.push(e.tagName.toLowerCase() + ": " + Math.round(Math.max(r.right - W,
+               e.scrollWidth - e.clientWidth)) + " px: "
+               + (e.innerText || e.getAttribute("alt") || "").replace(/\s+/g, " ").trim().slice(0, 60));
+  }
+  done(out);
+});
+"""
+
+
+def overflows(sheets: list[Path]) -> list[str]:
+    """What each sheet's printed page would cut off (see ``--check``), one line each."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from browser_test import browser
+
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="chromium-handouts-") as profile:
+        drv = browser(profile)
+        try:
+            drv.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+            for h in sheets:
+                size = "letter" if h.stem.endswith("-letter") else "a4"
+                drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                    "width": COLUMN_PX[size], "height": 1000, "deviceScaleFactor": 1,
+                    "mobile": False})
+                drv.get(h.as_uri())
+                problems += [f"{h.name}: {p}" for p in drv.execute_async_script(OVERFLOW_JS)]
+        finally:
+            drv.quit()
+    return problems
 
 
 def to_pdf(html_path: Path, chromium: str) -> Path:
@@ -277,6 +362,15 @@ def build(nb_path: Path, out: Path, mathjax: str | None, pdf: bool) -> list[Path
     return written
 
 
+def default_mathjax() -> str | None:
+    """MathJax from the built site, else from _vendor (``make assets``); None if neither."""
+    for path in (ROOT / "_build" / "html" / "_static" / "mathjax" / "tex-mml-chtml.js",
+                 ROOT / "_vendor" / "mathjax" / "tex-mml-chtml.js"):
+        if path.exists():
+            return path.resolve().as_uri()
+    return None
+
+
 def chapter_notebooks(root: Path = ROOT) -> list[Path]:
     """The chapters a workshop hands out: every notebook of _toc.yml outside the appendix
     (reference pages: the claims ledger, the GPU evidence), in book order."""
@@ -292,6 +386,8 @@ def main(argv: list[str]) -> int:
                     help="every chapter notebook of _toc.yml (the appendix has no exercises)")
     ap.add_argument("--out", type=Path, default=ROOT / "_build" / "handouts")
     ap.add_argument("--pdf", action="store_true", help="also print each sheet to PDF (Chromium)")
+    ap.add_argument("--check", action="store_true",
+                    help="list what is wider than the printed column (headless Chromium)")
     ap.add_argument("--mathjax", default=None,
                     help="MathJax script (default: _build/html/_static/mathjax/tex-mml-chtml.js)")
     args = ap.parse_args(argv)
@@ -300,17 +396,22 @@ def main(argv: list[str]) -> int:
         nbs += chapter_notebooks()
     if not nbs:
         ap.error("name notebooks or pass --all")
-    mj = args.mathjax
-    for default_mj in (ROOT / "_build" / "html" / "_static" / "mathjax" / "tex-mml-chtml.js",
-                       ROOT / "_vendor" / "mathjax" / "tex-mml-chtml.js"):
-        if mj is None and default_mj.exists():
-            mj = default_mj.resolve().as_uri()
+    mj = args.mathjax or default_mathjax()
     if mj is None:
         print("handouts: no MathJax found (run `make assets` first); formulas print as TeX",
               file=sys.stderr)
+    sheets = []
     for nb in nbs:
         files = build(nb.resolve(), args.out, mj, args.pdf)
+        sheets += [f.with_suffix(".html") for f in files]
         print(f"handouts: {nb}: {len(files)} files in {files[0].parent}")
+    if args.check:
+        problems = overflows(sheets)
+        for p in problems:
+            print(f"  WIDE {p}")
+        print(f"handouts: {len(problems)} things wider than the printed column "
+              f"in {len(sheets)} sheets")
+        return 1 if problems else 0
     return 0
 
 

@@ -114,8 +114,11 @@ SIZES_PT = {"a4": (595, 842), "letter": (612, 792)}
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("pdfinfo")),
                     reason="needs chromium and poppler-utils")
 def test_printed_sheets_page_size_and_formulas_on_page_one(tmp_path):
+    """Chromium prints each sheet at its paper size, nothing wider than the column."""
     nb = ROOT / "chapters" / "part2-compression" / "putting-it-together.ipynb"
-    for pdf in handouts.build(nb, tmp_path, mathjax=None, pdf=True):
+    files = handouts.build(nb, tmp_path, mathjax=handouts.default_mathjax(), pdf=True)
+    assert handouts.overflows([p.with_suffix(".html") for p in files]) == []
+    for pdf in files:
         info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout
         w, h = map(float, re.search(r"Page size:\s+([\d.]+) x ([\d.]+)", info).groups())
         size = "a4" if "-a4." in pdf.name else "letter"
