@@ -83,6 +83,9 @@ def check_pages(html: Path, out: Path) -> int:
         try:
             for rel in pages:
                 for name, (w, h) in WIDTHS.items():
+                    # Cleared first: a phone page wider than the phone left its horizontal
+                    # offset behind, and the next desktop shot came out shifted 250 px left.
+                    drv.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
                     drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
                         "width": w, "height": h, "deviceScaleFactor": 1, "mobile": w < 600})
                     drv.get(base + rel)
