@@ -63,14 +63,18 @@ return {cut, small, height: document.documentElement.scrollHeight};
 
 
 def shoot(drv, path: Path, width: int, height: int) -> None:
-    """A PNG of the page from its top, as tall as the page (at most MAX_HEIGHT px)."""
+    """A PNG of the page from its top, as tall as the page (at most MAX_HEIGHT px).  The
+    viewport is made as tall as the shot: Chromium's captureBeyondViewport drew some pages
+    with the sidebar and article shifted 250-330 px off the left edge."""
+    full = min(MAX_HEIGHT, drv.execute_script("return document.documentElement.scrollHeight"))
+    drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": full, "deviceScaleFactor": 1, "mobile": width < 600})
+    drv.execute_script("window.scrollTo(0, 0)")
+    shot = drv.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "clip": {"x": 0, "y": 0, "width": width, "height": full, "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
     drv.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
         "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
-    full = min(MAX_HEIGHT, drv.execute_script("return document.documentElement.scrollHeight"))
-    shot = drv.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": full, "scale": 1}})
-    path.write_bytes(base64.b64decode(shot["data"]))
 
 
 def check_pages(html: Path, out: Path) -> int:
