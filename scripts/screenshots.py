@@ -48,7 +48,9 @@ const sel = "div.highlight pre, .cell_output pre, .output pre, table, mjx-contai
 for (const e of art.querySelectorAll(sel)) {
   if (e.closest(".toggle-hidden, details:not([open]), [hidden]")) continue;
   const box = e.closest(".table-wrapper, .highlight, .cell_output, .output, mjx-container") || e;
-  if (e.scrollWidth > e.clientWidth + 2 || box.scrollWidth > box.clientWidth + 2) {
+  // An equation 1 px too wide already shows a scrollbar (llm-scale's M_KD did); others get 2 px.
+  const slack = e.tagName === "MJX-CONTAINER" ? 0 : 2;
+  if (e.scrollWidth > e.clientWidth + slack || box.scrollWidth > box.clientWidth + slack) {
     const text = (e.innerText || e.textContent || "").trim().split("\\n")[0].slice(0, 70);
     cut.push({tag: e.tagName.toLowerCase(), over: e.scrollWidth - e.clientWidth, text});
   }
