@@ -148,6 +148,8 @@ def pdf_pages(pdf: Path, out: Path, want: int) -> dict[int, str]:
 
 def render_pdf(pdf: Path, out: Path, want: int) -> list[Path]:
     (out / "pdf").mkdir(parents=True, exist_ok=True)
+    for old in (out / "pdf").glob("page-*.png"):   # a longer or shorter PDF's pages
+        old.unlink()
     done = []
     for page, kind in pdf_pages(pdf, out, want).items():
         stem = out / "pdf" / f"page-{page:03d}-{kind}"
