@@ -117,8 +117,12 @@ cheatsheet: tex
 screenshots: $(STAMP) chromium
 	$(BIN)/python scripts/screenshots.py
 
-handouts: book
-	$(BIN)/python scripts/handouts.py --all --pdf
+# Per chapter (_build/handouts/<chapter>/): handout, exercise sheet, solutions sheet, each as
+# A4 and US Letter PDF (headless Chromium), key formulas on page 1; fails when a table, code
+# block, formula or figure is wider than the printed column.  Needs MathJax (assets), not
+# the site.
+handouts: $(STAMP) assets chromium
+	$(BIN)/python scripts/handouts.py --all --pdf --check
 
 # nbval runs twice: with the CPU's own kernels in the checkout, then on a copy of chapters/
 # outside it (each notebook alone, as Colab opens it) with ATen, MKL and oneDNN held to their
