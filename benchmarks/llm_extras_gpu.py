@@ -240,6 +240,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="small model on the CPU, seconds")
     ap.add_argument("--budget", type=float, default=BUDGET_S,
                     help="seconds after which no further section starts")
+    ap.add_argument("--sections", default="lowrank,qat,lora,kd",
+                    help="comma list of the sections to run (default: all, in this order)")
     args = ap.parse_args()
     device = torch.device("cpu") if args.smoke else pick_device()
     if device.type == "cuda":
@@ -264,7 +266,13 @@ def main() -> None:
                 "qat": lambda: qat(model, data, n_eval, steps or QAT_STEPS, calibs),
                 "lora": lambda: lora(model, data, n_eval, steps or LORA_STEPS, calibs),
                 "kd": lambda: kd(model, n_eval, steps or KD_STEPS)}
+    chosen = [x.strip() for x in args.sections.split(",") if x.strip()]
+    bad = [x for x in chosen if x not in sections]
+    if bad:
+        ap.error(f"--sections: unknown {bad}; use a comma list of {list(sections)}")
     for name, fn in sections.items():
+        if name not in chosen:
+            continue
         if time.perf_counter() - t0 > args.budget:
             results[name] = {"skipped": f"time budget {args.budget:.0f} s spent"}
             continue
