@@ -44,6 +44,15 @@ PRUNE = [(m, nm) for nm in (None, (2, 4)) for m in ("magnitude", "wanda", "spars
 #: small one's (192, 768).
 GROUP = {"full": 128, "small": 64}
 CALIBRATED = {"gptq", "awq", "wanda", "sparsegpt", "smoothquant"}
+#: Stated before the run (perplexity; "interval" = zoo.seed_interval over the 3 sets).
+TARGETS = {
+    "gptq_awq_w4_within_2pct": "GPTQ and AWQ w4 g128 interval high <= 1.02 x float, "
+                               "where RTN w4 g128 is worse than both",
+    "gptq_awq_w3_beat_rtn": "GPTQ and AWQ w3 g128 interval high < RTN w3 g128",
+    "wanda_beats_magnitude_50": "Wanda 50 % interval high < magnitude 50 %",
+    "sparsegpt_beats_magnitude_2of4": "SparseGPT 2:4 interval high < magnitude 2:4",
+    "smoothquant_helps": "SmoothQuant a=0.5 interval high < W8A8 a=0 interval low",
+}
 
 
 def cases(group: int = 128) -> list[tuple[str, str, dict]]:
@@ -165,6 +174,7 @@ def main() -> None:
             results[size]["memory"] = memory(model, data, device, 4 if args.smoke else 32)
     results["total_seconds"] = time.perf_counter() - t0
     config = {"seeds": seeds, "n_calib": n_calib, "eval_windows": n_eval, "smoke": args.smoke,
+              "targets": TARGETS,
               "groups": GROUP,
               "cases": {size: [(lab, m, kw) for lab, m, kw in cases(GROUP[size])]
                         for size in GROUP}}

@@ -10,10 +10,13 @@ seeded, bf16 autocast on CUDA, and writes to ``DIR``:
   held-out perplexity by Part II's protocol (fp32 weights and the saved bf16 weights),
   seconds, tokens/s and peak allocated memory.
 
-Plan (CUDA): full (12.6M parameters) 4,000 steps x 96 windows x 256 bytes = 98M tokens
-(about 11 passes over the 8.6 MB training split), dropout 0.1; small (1.85M) 3,000 steps x
-64 x 128 = 24.6M tokens.  Each run also stops (and says so) past a time cap (240 s / 75 s),
-so the whole script stays under 6 minutes on an H100/H200.
+Plan (CUDA): full (19.2M parameters: 6 layers, width 512, 8 heads) 4,000 steps x 128
+windows x 256 bytes = 131M tokens (about 15 passes over the 8.6 MB training split), dropout
+0.1; small (1.85M) 3,000 steps x 64 x 128 = 24.6M tokens.  Each run also stops (and says so)
+past a time cap (270 s / 75 s).  The 12.6M model of the previous plan (7 layers, width 384,
+98M tokens) reached held-out loss 0.739 in 69 s on an H200 (record stdlib_lm_train.json of
+that run); the target stated before this run: full trains in <= 300 s and its held-out loss
+is lower by >= 0.03 nats/byte (``TARGETS``).  ``--sizes full`` retrains only the GPU model.
 
 ``--smoke``: a seconds-long CPU rehearsal (3 steps, batch 2, 4 evaluation windows).
 ``--sizes small --steps N --batch B``: train only the sibling, e.g. on a CPU.
@@ -34,10 +37,13 @@ from vramlib.core.records import write_record  # noqa: E402
 from vramlib.models import stdlib_lm as S  # noqa: E402
 
 PLAN = {  # size: steps, batch, lr, warmup, dropout, time cap (s)
-    "full": dict(steps=4000, batch=96, lr=1e-3, warmup=200, dropout=0.1, cap=240.0),
+    "full": dict(steps=4000, batch=128, lr=8e-4, warmup=200, dropout=0.1, cap=270.0),
     "small": dict(steps=3000, batch=64, lr=2e-3, warmup=100, dropout=0.0, cap=75.0),
 }
 SMOKE = dict(steps=3, batch=2, warmup=1, cap=None)
+#: Stated before the run: the previous full model's held-out loss (12.6M parameters, H200).
+TARGETS = {"previous_full_heldout_loss": 0.7389, "min_loss_improvement": 0.03,
+           "max_train_seconds": 300.0}
 
 
 def train_one(size: str, plan: dict, device: torch.device, seed: int, eval_windows: int,
@@ -97,7 +103,7 @@ def main() -> None:
         print(f"training {size}: {plan}", flush=True)
         results[size] = train_one(size, plan, device, args.seed, 4 if args.smoke else
                                   S.EVAL_WINDOWS, 2 if args.smoke else 500, args.out)
-    config = {"sizes": sizes, "seed": args.seed, "smoke": args.smoke,
+    config = {"sizes": sizes, "seed": args.seed, "smoke": args.smoke, "targets": TARGETS,
               "eval_windows": 4 if args.smoke else S.EVAL_WINDOWS, "eval_batch": S.EVAL_BATCH}
     results["total_seconds"] = time.perf_counter() - t0
     path = write_record(args.out / "stdlib_lm_train.json", results, config, device)

@@ -11,8 +11,8 @@
   order) is held out, so held-out perplexity is measured on modules the model never saw.
   Calibration sets for post-training methods are drawn from the training split.
 * **Models** — two sizes of :class:`~vramlib.models.GPT` (:data:`LM_CONFIGS`): ``"full"``
-  (about 12.6M parameters, context 256, trained on one GPU; the size is set by
-  the 30 MiB the committed bf16 checkpoints may take) and ``"small"`` (about 1.8M
+  (about 19.2M parameters, context 256, trained on one GPU; the size is set by
+  the 42 MB its committed bf16 checkpoint may take) and ``"small"`` (about 1.8M
   parameters, context 128, the CPU-scale sibling), both trained by :func:`train_lm`
   (``benchmarks/train_llm_gpu.py``), checkpoints as bf16 state-dict shards
   ``vramlib/data/checkpoints/stdlib_lm_<size>-NN.pt``.
@@ -62,7 +62,7 @@ EVAL_BATCH = 32
 LM_CONFIGS: dict[str, dict[str, Any]] = {
     "small": dict(vocab_size=256, block_size=128, n_layer=4, n_head=4, d_model=192,
                   mlp_ratio=4, bias=True, tie_weights=True, dropout=0.0, attn="sdpa"),
-    "full": dict(vocab_size=256, block_size=256, n_layer=7, n_head=6, d_model=384,
+    "full": dict(vocab_size=256, block_size=256, n_layer=6, n_head=8, d_model=512,
                  mlp_ratio=4, bias=True, tie_weights=True, dropout=0.0, attn="sdpa"),
 }
 
