@@ -24,7 +24,8 @@ boundary, and bisect to 1.  Every trial (batch, OOM or not, peak allocated and r
 recorded, so predictions can be recomputed later with any estimator
 (``--from-json``: no GPU needed).  One process, ``torch.cuda.empty_cache()`` between trials.
 
-Run: ``python benchmarks/validate_fit.py --out vramlib/data/records/fit_gpu.json`` (GPU),
+Run: ``python benchmarks/validate_fit.py --out vramlib/data/records/fit_gpu.json`` (GPU;
+``--cases t08 h10 ...`` for some cases only),
 ``python benchmarks/validate_fit.py --from-json vramlib/data/records/fit_gpu.json`` (report).
 """
 
@@ -71,6 +72,12 @@ CASES = [
     ("h11", "tinyllama-1.1b", "gen-dynamic", 1536, 6, "held-out"),
     ("f01", "llama-3.2-1b", "full-bf16", 512, "full", "held-out"),
     ("f02", "qwen2-0.5b", "lora-ckpt", 1024, "full", "held-out"),
+    # Generation with the dynamic cache, added for the reserve near the limit (session 4):
+    # two more tuning cases, two more held out (other models, lengths and caps).
+    ("t11", "smollm2-135m", "gen-dynamic", 512, 2, "tuning"),
+    ("t12", "llama-3.2-1b", "gen-dynamic", 512, 6, "tuning"),
+    ("h12", "qwen2-0.5b", "gen-dynamic", 2048, 6, "held-out"),
+    ("h13", "gpt2-medium", "gen-dynamic", 768, 4, "held-out"),
 ]
 NEW_TOKENS = 64
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -329,9 +336,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="vramlib/data/records/fit_gpu.json")
     ap.add_argument("--budget", type=float, default=400.0, help="seconds; no new case starts after")
-    ap.add_argument("--only", nargs="*", default=None, help="case names (t01, h03, ...)")
+    ap.add_argument("--cases", "--only", dest="only", nargs="*", default=None,
+                    help="case names (t01, h03, ...); default: all")
     ap.add_argument("--from-json", default=None, help="report a recorded run (no GPU)")
     args = ap.parse_args()
+    unknown = sorted(set(args.only or ()) - {c[0] for c in CASES})
+    if unknown:
+        ap.error(f"--cases: unknown case(s) {unknown}; choose from {[c[0] for c in CASES]}")
     if args.from_json:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from fit_report import report   # benchmarks/fit_report.py
