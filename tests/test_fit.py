@@ -143,13 +143,39 @@ def test_recipe_scenarios_and_check():
     est = recipe_estimate(case).peak
     rec = SimpleNamespace(results={"cases": [
         dict(case, peak=est), dict(case, name="b", split="held-out", peak=round(est * 1.25)),
-        dict(case, name="c", recipe="gen-dynamic", hf_config=dict(tiny, model_type="qwen2_moe"), peak=1),
+        dict(case, name="c", recipe="gen-dynamic", hf_config=dict(tiny, model_type="jamba"), peak=1),
         dict(case, name="d", skipped="no CUDA")]})
     out = recipe_check(rec)
     assert [r["name"] for r in out["rows"]] == ["a", "b", "c"]
     assert out["tuning"]["median_abs"] == 0 and out["tuning"]["unsupported"] == 1
     assert out["held-out"]["worst_under"] == pytest.approx(1 / 1.25 - 1, abs=1e-6)
-    assert out["rows"][2]["estimate"] is None and "qwen2_moe" in out["rows"][2]["estimate_error"]
+    assert out["rows"][2]["estimate"] is None and "jamba" in out["rows"][2]["estimate_error"]
+
+
+def test_qwen2_moe_is_described():
+    """Qwen-MoE: the shared expert and its gate are counted (parameters, activations), a config
+    whose some layers are dense is refused naming the field, a missing expert count too."""
+    from vramlib.estimate import estimate_inference, estimate_training, load_model_config
+    from vramlib.estimate.params import count_params
+    cfg = {"model_type": "qwen2_moe", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "intermediate_size": 256, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 128,
+           "num_experts": 8, "num_experts_per_tok": 2, "vocab_size": 100}
+    spec = load_model_config(cfg)
+    assert (spec.intermediate_size, spec.shared_expert_size, spec.num_experts) == (32, 128, 8)
+    pc = count_params(spec)
+    one = 3 * 64 * 32
+    assert pc.mlp_per_layer == 8 * one + 64 * 8 + 3 * 64 * 128 + 64
+    assert pc.active_mlp_per_layer == 2 * one + 64 * 8 + 3 * 64 * 128 + 64
+    no_shared = load_model_config(dict(cfg, shared_expert_intermediate_size=0))
+    assert estimate_training(spec, 2, 64).components["activations"] > \
+        estimate_training(no_shared, 2, 64).components["activations"]
+    assert estimate_inference(spec, 2, prompt_len=64, new_tokens=4).peak > 0
+    for bad, field in ((dict(cfg, decoder_sparse_step=2), "decoder_sparse_step"),
+                       (dict(cfg, mlp_only_layers=[0]), "mlp_only_layers")):
+        with pytest.raises(ValueError, match=field):
+            load_model_config(bad)
+    with pytest.raises(ValueError, match="num_experts"):
+        load_model_config({k: v for k, v in cfg.items() if k != "num_experts"})
 
 
 def test_bitsandbytes_optimizer_states():

@@ -92,13 +92,15 @@ def weight_bytes(pc: ParamCount, spec: ModelSpec, fmt: str, group_size: int = 64
     if fmt in ("fp32", "bf16", "fp16"):
         return pc.total * bits / 8
     rest_bytes = rest * (bits / 8 if quantize_embeddings else 2)
-    mats = spec.num_layers * (4 + spec.num_experts * (3 if spec.mlp == "gated" else 2))
+    shared = 3 if spec.shared_expert_size else 0         # Qwen-MoE's shared expert
+    mats = spec.num_layers * (4 + spec.num_experts * (3 if spec.mlp == "gated" else 2) + shared)
     if fmt == "fp8":
         scales = mats * 4
     elif fmt == "int8":
         out_ch = spec.num_layers * (spec.q_dim + 2 * spec.kv_dim + spec.hidden_size +
                                     spec.num_experts * ((2 if spec.mlp == "gated" else 1) * spec.intermediate_size
-                                                        + spec.hidden_size))
+                                                        + spec.hidden_size)
+                                    + (2 * spec.shared_expert_size + spec.hidden_size if shared else 0))
         scales = out_ch * scale_bytes
     elif fmt == "nf4":
         scales = lin / group_size * (1 + 4 / 256)     # 8-bit absmax per block + fp32 per 256 blocks
@@ -126,16 +128,30 @@ def kv_cache_bytes(spec: ModelSpec, batch: int, tokens: int, kv_dtype: str = "bf
     return kv_bytes(spec.num_layers, batch, t, spec.kv_dim, b)
 
 
+def _moe_prefill_elems(spec: ModelSpec) -> float:
+    """Per token, the elements a mixture-of-experts MLP holds at its transient peak in
+    ``transformers``' grouped experts (``grouped_mm_experts_forward``): for each of the ``k``
+    routed copies of the token, its gathered input (``d``) and the fused gate/up output
+    (``2·I``) while ``masked_fill`` copies it (``2·I`` more) — or, as much, that output with
+    ``act(gate)`` and the product; at the end the gathered input, the down projection's
+    output, its weighted copy and that copy put back in token order (``4·d``) and their sum
+    (``d``), whichever is larger.  Qwen-MoE runs its shared expert first (gate, act, up:
+    ``3·S``) and keeps its output (``d``) while the routed experts run."""
+    k, I, d, S = spec.experts_per_token, spec.intermediate_size, spec.hidden_size, spec.shared_expert_size
+    return max(max(k * (4 * I + d), 4 * k * d + d) + (d if S else 0), 3 * S)
+
+
 def _prefill_layer_bytes(spec: ModelSpec, sc: InferenceScenario, c: int, cache_len: int) -> float:
     """Transient bytes of one layer during prefill (no autograd): the largest of the norm's,
     the MLP's and the attention's, over the residual stream and the layer's input."""
     d, I, P = spec.hidden_size, spec.intermediate_size, sc.prompt_len
     norm_tmp = (4 * 2 + c if c < 4 else 2 * c) * d           # fp32 copy + normalised + output
     if spec.mlp == "gated":
-        # gate, up and act(gate) of every routed expert, plus 2.25·d: the MLP's input and its
-        # output (2·d) and 0.25·d fitted on the tuning generation cases of estimator_gpu.json
-        # (small per-token tensors: rotary cos/sin, router logits); not derived
-        mlp_tmp = (3 * I * max(1, spec.experts_per_token) + 2.25 * d) * c
+        # gate, up and act(gate) (a mixture of experts: :func:`_moe_prefill_elems`), plus
+        # 2.25·d: the MLP's input and its output (2·d) and 0.25·d fitted on the tuning
+        # generation cases of estimator_gpu.json (small per-token tensors: rotary cos/sin,
+        # router logits); not derived
+        mlp_tmp = ((_moe_prefill_elems(spec) if spec.num_experts > 1 else 3 * I) + 2.25 * d) * c
     elif spec.family == "gpt2":
         mlp_tmp = (5 * I + d) * c                         # gelu_new's Python intermediates
     else:

@@ -229,7 +229,11 @@ def _mlp_part(spec: ModelSpec, sc: TrainScenario, c: int, ac: bool) -> float:
     d, I = spec.hidden_size, spec.intermediate_size
     if spec.mlp == "gated":                       # gate, act(gate), up, product
         if spec.num_experts > 1:                  # + each routed expert's input and output, fp32 router
-            return spec.experts_per_token * (4 * I * c + 2 * d * c) + 4 * spec.num_experts * 3
+            routed = spec.experts_per_token * (4 * I * c + 2 * d * c) + 4 * spec.num_experts * 3
+            # Qwen-MoE's shared expert: a gated MLP (4 of its width), its output kept by the
+            # sigmoid gate's product, and the gate's logit and sigmoid (1 each)
+            S = spec.shared_expert_size
+            return routed + ((4 * S + d + 2) * c if S else 0)
         return 4 * I * c
     if spec.family == "gpt2":
         # gelu_new in Python keeps 4 intermediates + its output; under CUDA autocast ``pow`` runs
@@ -341,7 +345,8 @@ def _layer_vectors(st: _Step) -> float:
     spec = st.spec
     d, q, kv, I, E = spec.hidden_size, spec.q_dim, spec.kv_dim, spec.intermediate_size, spec.num_experts
     n_mat = 3 if spec.mlp == "gated" else 2
-    return st.pc.per_layer - (2 * d * q + 2 * d * kv + E * n_mat * d * I + (d * E if E > 1 else 0))
+    shared = 3 * d * spec.shared_expert_size + d if spec.shared_expert_size else 0
+    return st.pc.per_layer - (2 * d * q + 2 * d * kv + E * n_mat * d * I + (d * E if E > 1 else 0) + shared)
 
 
 def _adafactor_elems(st: _Step) -> float:
@@ -353,6 +358,8 @@ def _adafactor_elems(st: _Step) -> float:
         return spec.num_layers * sum(2 * sc.lora_rank + i + o for i, o in _lora_targets_dims(spec, sc.lora_targets))
     n_mat = 3 if spec.mlp == "gated" else 2
     router = d + E if E > 1 else 0                # factored state of the MoE router
+    S = spec.shared_expert_size                   # Qwen-MoE's shared expert and its d → 1 gate
+    router += 3 * (S + d) + d + 1 if S else 0
     rows_cols = (q + d) + 2 * (kv + d) + (d + q) + E * n_mat * (I + d) + router
     vectors = _layer_vectors(st)                  # norms, biases
     if sc.trainable == "last-k":
@@ -512,7 +519,8 @@ def _phases(st: _Step, p_train: int, parts: dict[str, float]) -> dict[str, dict[
     full = sc.trainable == "all"
     head_grad = V * d * gb if (full and not spec.tie_embeddings) else 0.0
     # one layer's backward: the MLP's input/output gradients (2 × I per expert) and 2 × d
-    t_layer = st.tokens * st.c * (2 * spec.intermediate_size * max(1, spec.experts_per_token) + 2 * d)
+    t_layer = st.tokens * st.c * (2 * spec.intermediate_size * max(1, spec.experts_per_token) + 2 * d
+                                  + 2 * spec.shared_expert_size)
     t_layer += a["recompute"] + _dequant_tmp(st)
     W = {"weights": parts["weights"], "master weights": parts["master"], "optimizer states": parts["optim"]}
     kept = lg["kept"]
