@@ -41,7 +41,8 @@ class ModelSpec:
     kept for backward, not the parameter count.  ``num_experts`` > 1 is a mixture of experts
     with ``experts_per_token`` experts active per token, each of width ``intermediate_size``;
     ``shared_expert_size`` > 0 adds Qwen-MoE's shared expert (a gated MLP of that width that
-    every token passes, scaled by a sigmoid gate ``d → 1``).
+    every token passes, scaled by a sigmoid gate ``d → 1``).  ``logit_softcapping`` is
+    Gemma-2's ``cap · tanh(logits / cap)`` on the LM head's output.
 
     Defined in Part I, "Anatomy of memory".
     """
@@ -73,6 +74,7 @@ class ModelSpec:
     experts_per_token: int = 1
     sliding_window: int | None = None
     shared_expert_size: int = 0
+    logit_softcapping: bool = False
     parallel_residual: bool = False
     dropout: float = 0.0
     source: str = ""
@@ -206,8 +208,9 @@ def _family_fields(cfg: Mapping[str, Any], mt: str) -> dict[str, Any]:
     if mt in ("gemma", "gemma2"):
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
         bias = _bool(cfg, "attention_bias", False)
+        cap = cfg.get("final_logit_softcapping", 30.0 if mt == "gemma2" else None)   # Gemma2Config's default
         return dict(activation="gelu_tanh" if "tanh" in str(act) else "gelu",
-                    norms_per_layer=4 if mt == "gemma2" else 2,
+                    norms_per_layer=4 if mt == "gemma2" else 2, logit_softcapping=cap is not None,
                     qkv_bias=bias, o_bias=bias, tie_embeddings=tie(True),
                     sliding_window=cfg.get("sliding_window") if mt == "gemma2" else None)
     if mt == "qwen2":

@@ -94,12 +94,13 @@ def fit_check(record: Any) -> dict[str, Any]:
 #: The optimizers of ``benchmarks/validate_recipes.py`` in the estimator's vocabulary.
 _RECIPE_OPTIMIZERS = {"adamw": "adamw", "sgd": "sgd", "adafactor": "adafactor", "adam8bit": "adam8bit",
                       "paged-adamw": "paged-adamw", "paged-adamw8bit": "paged-adam8bit"}
-#: Generation weight formats: bitsandbytes int8 (LLM.int8, one scale per row), nf4 (fp32
+#: Generation weight formats: bitsandbytes int8 (LLM.int8, one fp32 scale per row), nf4 (fp32
 #: absmax per 64 without double quantisation, bitsandbytes' default), torchao int8 (a bf16
 #: scale per output channel) and int4 (groups of 128, a bf16 scale and zero each).
-_RECIPE_WEIGHTS = {"bnb-int8": dict(weights="int8", scale_bytes=4), "bnb-nf4": dict(weights="nf4"),
-                   "ao-int8": dict(weights="int8", scale_bytes=2),
-                   "ao-int4": dict(weights="int4", group_size=128, scale_bytes=4)}
+_RECIPE_WEIGHTS = {"bnb-int8": dict(weights="int8", scale_bytes=4, quant_library="bitsandbytes"),
+                   "bnb-nf4": dict(weights="nf4", group_size=64, scale_bytes=4, quant_library="bitsandbytes"),
+                   "ao-int8": dict(weights="int8", scale_bytes=2, quant_library="torchao"),
+                   "ao-int4": dict(weights="int4", group_size=128, scale_bytes=4, quant_library="torchao")}
 
 
 def recipe_scenario(recipe: str, optimizer: str | None = None, grad_accum: int = 1) -> dict[str, Any]:
