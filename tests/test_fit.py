@@ -186,3 +186,17 @@ def test_bitsandbytes_optimizer_states():
     assert opt("paged-adamw") < opt("paged-adam8bit") < opt("adam8bit") < opt("adamw") == 4 * P
     assert 2 * P < opt("adam8bit") < 2.05 * P          # 1-byte states + block absmax (+ fp32 norms)
     assert opt("paged-adamw") < 0.001 * P               # only the norms' states stay in torch
+
+
+def test_merge_records_later_case_replaces_earlier():
+    from types import SimpleNamespace
+
+    from vramlib.estimate.fitcheck import merge_records
+    a = SimpleNamespace(name="a", provenance="pa", config={}, results={"cases": [
+        dict(name="x", peak=1), dict(name="y", peak=2)]})
+    b = SimpleNamespace(name="b", provenance="pb", config={}, results={"cases": [dict(name="y", peak=3)]})
+    m = merge_records(a, None, b)
+    assert {c["name"]: c["peak"] for c in m.results["cases"]} == {"x": 1, "y": 3}
+    assert m.provenance == "pb" and m.name == "a+b"
+    with pytest.raises(ValueError, match="at least one"):
+        merge_records(None)

@@ -17,7 +17,26 @@ from typing import Any
 from . import CUDA_CONTEXT_BYTES, estimate_inference, estimate_training, load_model_config, max_batch
 from .breakdown import Breakdown
 
-__all__ = ["fit_case", "fit_check", "reserve_bracket", "reserve_brackets", "recipe_scenario", "recipe_estimate", "recipe_check"]
+__all__ = ["fit_case", "fit_check", "reserve_bracket", "reserve_brackets", "recipe_scenario", "recipe_estimate",
+           "recipe_check", "merge_records"]
+
+
+def merge_records(*records: Any) -> Any:
+    """One record-like object whose ``results["cases"]`` are the cases of ``records`` by name,
+    a later record's case replacing an earlier one's (a re-measurement with ``--cases``);
+    ``None`` records are skipped, and the provenance is the last record's.
+    Defined in Part I, "The calculator"."""
+    from types import SimpleNamespace
+
+    recs = [r for r in records if r is not None]
+    if not recs:
+        raise ValueError("merge_records needs at least one record")
+    cases: dict[str, dict] = {}
+    for r in recs:
+        for c in r.results["cases"]:
+            cases[c["name"]] = c
+    return SimpleNamespace(name="+".join(r.name for r in recs), provenance=recs[-1].provenance,
+                           config=recs[-1].config, results={"cases": list(cases.values())})
 
 
 def _model(case: dict):

@@ -14,16 +14,17 @@ with the number of segments, not with the total.  The model, per run:
 
     needed = peak + ESTIMATE_MARGIN[stage] × (modelled part of the peak) + reserve + RESERVE_FLOOR
     reserve = RESERVE_LARGEST[checkpointing] × largest           (training)
-            = RESERVE_GENERATE × (peak − weights)                (generation)
+            = RESERVE_GENERATE[cache] × (peak − weights)         (generation)
 
 ``largest`` is the biggest single tensor the step allocates (the fp32 logits, an MLP
 intermediate, the embedding matrix's gradient, a KV-cache layer), reported by the estimator as
 ``Breakdown.largest``.  Each bisected case brackets the reserve it needed
 (:func:`vramlib.estimate.fitcheck.reserve_bracket`: batch ``B`` ran, ``B + 1`` did not, so the
 reserve lies between the cap minus the peak at ``B + 1`` and the cap minus the peak at ``B``).
-A coefficient is safe for a case when it exceeds the bracket's lower end; each training
-coefficient is the largest lower end over the "tuning" half of ``fit_gpu.json``
-(``benchmarks/validate_fit.py``), rounded up to 0.05, and is checked on the held-out half.
+A coefficient is safe for a case when it exceeds the bracket's lower end; each coefficient
+is the largest lower end over the "tuning" half of the bisection records (``fit_gpu.json``;
+generation: ``fit_gpu_dynamic.json``, which re-measured and extended its generation cases),
+rounded up to 0.05, and is checked on the held-out half.
 
 Defined in Part I, "The calculator".
 """
@@ -49,13 +50,9 @@ _MODELLED = ("activations", "logits", "temporaries", "kv cache")
 #: of a freed block is pinned.  ``selective`` has no bisection yet and takes the larger value.
 RESERVE_LARGEST = {"none": 0.65, "selective": 0.65, "full": 0.10}
 #: Generation: the reserve as a fraction of the peak's non-weight bytes (cache, activations,
-#: logits).  From the unconstrained generation runs (``estimator_gpu_fresh.json``, reserved
-#: minus allocated at the peak over peak minus weights: 0.14–0.54), their maximum rounded up;
-#: a run capped at its unconstrained reservation fits, so this bound is safe, and every
-#: bisection generation case is held out from it.  The tuning rule of the training
-#: coefficients would give 0.15 for the dynamic cache (qwen2-0.5b) — too little for the
-#: held-out tinyllama-1.1b case, which needs 0.29: a choice informed by the held-out half.
-RESERVE_GENERATE = 0.55
+#: logits), by cache.  The rule of the training coefficients on the tuning brackets of
+#: ``fit_gpu_dynamic.json`` (see :func:`vramlib.estimate.fitcheck.reserve_bracket`).
+RESERVE_GENERATE = {"dynamic": 0.55, "static": 0.45}
 #: Allowance for allocations no estimate lists (cuBLAS workspaces allocated through the caching
 #: allocator, the small pool's 2 MiB segments): chosen, not fitted.
 RESERVE_FLOOR = 128 << 20
@@ -66,7 +63,8 @@ def allocator_reserve(b: Breakdown) -> int:
     Defined in Part I, "The calculator"."""
     if b.stage == "train":
         return int(RESERVE_LARGEST[b.scenario.get("checkpointing", "none")] * b.largest + RESERVE_FLOOR)
-    return int(RESERVE_GENERATE * (b.peak - b.components["weights"]) + RESERVE_FLOOR)
+    cache = b.scenario.get("cache", "dynamic")
+    return int(RESERVE_GENERATE[cache] * (b.peak - b.components["weights"]) + RESERVE_FLOOR)
 
 
 def estimate_margin(b: Breakdown) -> int:
