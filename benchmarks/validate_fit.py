@@ -164,7 +164,7 @@ def trial(model, opt, recipe: str, batch: int, length: int, vocab: int) -> dict:
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
     retries0 = torch.cuda.memory_stats().get("num_alloc_retries", 0)
-    oom, err = False, ""
+    oom, err, asked = False, "", None
     try:
         ids = torch.randint(1, vocab, (batch, length), device="cuda")
         if opt is None:
@@ -188,16 +188,44 @@ def trial(model, opt, recipe: str, batch: int, length: int, vocab: int) -> dict:
         if "out of memory" not in str(e).lower() and not isinstance(e, torch.OutOfMemoryError):
             raise
         oom, err = True, type(e).__name__
+        asked = _asked_bytes(str(e))
+        frag = _allocator_state()          # inside the handler: the failed step's tensors are alive
+    if not oom:
+        frag = _allocator_state()
+    st = torch.cuda.memory_stats()
     if oom and opt is not None:
         opt.zero_grad(set_to_none=True)
     r = dict(batch=batch, oom=oom, peak_allocated=int(torch.cuda.max_memory_allocated()),
              peak_reserved=int(torch.cuda.max_memory_reserved()), allocated_before=int(before),
-             alloc_retries=int(torch.cuda.memory_stats().get("num_alloc_retries", 0) - retries0))
+             alloc_retries=int(st.get("num_alloc_retries", 0) - retries0), **frag)
     if err:
         r["error"] = err
+        if asked:
+            r["asked_bytes"] = asked
     gc.collect()
     torch.cuda.empty_cache()
     return r
+
+
+def _allocator_state() -> dict:
+    """The allocator's state now: free pieces inside segments that hold live blocks
+    ("inactive split") are the fragmentation; at an OOM, what the failed request met."""
+    import torch
+    st = torch.cuda.memory_stats()
+    return dict(reserved_now=int(st.get("reserved_bytes.all.current", 0)),
+                allocated_now=int(st.get("allocated_bytes.all.current", 0)),
+                inactive_split_now=int(st.get("inactive_split_bytes.all.current", 0)),
+                inactive_split_peak=int(st.get("inactive_split_bytes.all.peak", 0)),
+                segments_now=int(st.get("segment.all.current", 0)))
+
+
+def _asked_bytes(msg: str) -> int | None:
+    """The failed request's size from torch's OOM message ("Tried to allocate 532.00 MiB")."""
+    import re
+    m = re.search(r"Tried to allocate ([0-9.]+) (B|KiB|MiB|GiB)", msg)
+    if not m:
+        return None
+    return int(float(m.group(1)) * {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m.group(2)])
 
 
 class _null:
