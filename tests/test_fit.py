@@ -200,3 +200,49 @@ def test_merge_records_later_case_replaces_earlier():
     assert m.provenance == "pb" and m.name == "a+b"
     with pytest.raises(ValueError, match="at least one"):
         merge_records(None)
+
+
+def test_quantized_generation_terms_from_the_libraries_code():
+    """torchao quantizes the (tied) LM head too and pads int4 in-features to 1024; its int8
+    linear casts the weight per call (decode: the head's copy); bitsandbytes nf4 keeps an fp32
+    absmax per 64 and LLM.int8 an int32 product.  Each term checked against its formula."""
+    from vramlib.estimate import estimate_inference, load_model_config
+    from vramlib.estimate.inference import InferenceScenario, quant_temporary_bytes, weight_bytes
+    from vramlib.estimate.params import count_params
+    spec = load_model_config("qwen2-0.5b")                  # tied head, hidden 896
+    pc, V, d = count_params(spec), spec.vocab_size, spec.hidden_size
+    auto = weight_bytes(pc, spec, "int8", scale_bytes=2)
+    ao = weight_bytes(pc, spec, "int8", scale_bytes=2, quant_library="torchao")
+    # the head's int8 copy and its row scales, and the q/k/v biases torchao leaves 16-bit
+    assert ao - auto == V * d + V * 2 + spec.num_layers * (spec.q_dim + 2 * spec.kv_dim)
+    ao4 = weight_bytes(pc, spec, "int4", group_size=128, scale_bytes=4, quant_library="torchao")
+    auto4 = weight_bytes(pc, spec, "int4", group_size=128, scale_bytes=4)
+    assert ao4 > auto4 + V * 1024 / 2                       # the head, padded 896 -> 1024
+    nf4 = weight_bytes(pc, spec, "nf4", group_size=64, scale_bytes=4, quant_library="bitsandbytes")
+    assert nf4 - weight_bytes(pc, spec, "nf4") == pytest.approx(pc.linear_weights / 64 * (4 - 1 - 4 / 256))
+    sc = InferenceScenario(batch=8, prompt_len=512, new_tokens=64, weights="int8", quant_library="torchao")
+    assert quant_temporary_bytes(spec, sc)[1] == V * d * 2 + 8 * V * 2
+    bnb = InferenceScenario(batch=8, prompt_len=512, new_tokens=64, weights="int8", quant_library="bitsandbytes")
+    assert quant_temporary_bytes(spec, bnb)[0] == 8 * 512 * (4 * spec.intermediate_size + 3 * d)
+    assert quant_temporary_bytes(spec, InferenceScenario(weights="int8")) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="quant_library"):
+        estimate_inference(spec, 1, weights="int4", quant_library="bitsandbytes")
+    with pytest.raises(ValueError, match="Conv1D"):
+        estimate_inference("gpt2", 1, weights="int8", quant_library="torchao")
+
+
+def test_training_terms_from_the_libraries_code():
+    """Gemma-2's soft-capping keeps tanh's output (tokens × vocab × 2 more in the loss phases);
+    the fp32 QLoRA recipe with grouped-query attention keeps the math kernel's softmax."""
+    from vramlib.estimate import estimate_training, load_model_config
+    g = load_model_config("gemma-2b").replace(family="gemma2", norms_per_layer=4)
+    capped, plain = g.replace(logit_softcapping=True), g.replace(logit_softcapping=False)
+    a, b = (estimate_training(m, 2, 256, weights_dtype="bf16") for m in (capped, plain))
+    assert a.phases["backward (loss)"] - b.phases["backward (loss)"] == 2 * 256 * g.vocab_size * 2
+    assert load_model_config("gemma-2-9b").logit_softcapping
+    q = dict(weights_dtype="bf16", trainable="qlora", checkpointing="none")
+    s1, s2 = (estimate_training("tinyllama-1.1b", 1, s, **q).components["activations"] for s in (512, 1024))
+    spec = load_model_config("tinyllama-1.1b")
+    # doubling s doubles the tokens and the per-token (h, s) softmax term: 4·h·s bytes per layer
+    per_tok_s = 4 * spec.num_heads * spec.num_layers
+    assert s2 - 2 * s1 == pytest.approx(1024 * per_tok_s * (1024 - 512), rel=0.02)
