@@ -72,15 +72,16 @@ def reserve_bracket(case: dict) -> dict[str, Any]:
     beyond the live peak lie in ``(C − P(B + 1), C − P(B)]``: ``P(B)`` is measured, ``P(B + 1)``
     is the estimate scaled by the estimate's error at ``B`` (the estimator's error is then no
     part of the bracket).  In units of the pattern's scale: the largest single tensor
-    (training) or the peak's non-weight bytes (generation).  Defined in Part I, "The calculator"."""
+    (training, generation with the dynamic cache) or the peak's non-weight bytes (generation
+    with the static cache).  Defined in Part I, "The calculator"."""
     gen = case["recipe"].startswith("gen-")
     cap = case["capacity_bytes"] - (0 if case["emulated"] else CUDA_CONTEXT_BYTES)
     b = case["true_max_batch"]
     meas = next(t for t in case["trials"] if t["batch"] == b)["peak_allocated"]
     est, est1 = _estimate(case, b), _estimate(case, b + 1)
     lo, hi = cap - est1.peak * meas / est.peak, cap - meas
-    scale = est.peak - est.components["weights"] if gen else est.largest
     ck = case["scenario"].get("cache") if gen else case["scenario"].get("checkpointing", "none")
+    scale = est.peak - est.components["weights"] if ck == "static" else est.largest
     return dict(name=case["name"], split=case["split"], model=case["model"], recipe=case["recipe"],
                 pattern=("generate, " if gen else "train, ") + ck, scale=scale, lo=lo / scale, hi=hi / scale,
                 lo_bytes=int(lo), hi_bytes=int(hi))
