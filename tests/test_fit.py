@@ -47,8 +47,8 @@ def test_fits_uses_usable_bytes():
 
 
 def test_solver_never_optimistic_on_recorded_boundaries():
-    from vramlib.estimate.fitcheck import fit_check
-    rec = load_record("fit_gpu")
+    from vramlib.estimate.fitcheck import fit_check, merge_records
+    rec = merge_records(load_record("fit_gpu"), load_record("fit_gpu_dynamic"), keep_repeats=True)
     assert rec and rec.provenance.device.startswith("NVIDIA")
     out = fit_check(rec)
     assert len(out["rows"]) >= 20

@@ -21,20 +21,22 @@ __all__ = ["fit_case", "fit_check", "reserve_bracket", "reserve_brackets", "reci
            "recipe_check", "merge_records"]
 
 
-def merge_records(*records: Any) -> Any:
+def merge_records(*records: Any, keep_repeats: bool = False) -> Any:
     """One record-like object whose ``results["cases"]`` are the cases of ``records`` by name,
-    a later record's case replacing an earlier one's (a re-measurement with ``--cases``);
-    ``None`` records are skipped, and the provenance is the last record's.
-    Defined in Part I, "The calculator"."""
+    a later record's case replacing an earlier one's (a re-measurement with ``--cases``) —
+    or, with ``keep_repeats``, kept beside it as ``"name (run 2)"`` (an out-of-memory boundary
+    moves between runs; a safe answer must fit every run).  ``None`` records are skipped, and
+    the provenance is the last record's.  Defined in Part I, "The calculator"."""
     from types import SimpleNamespace
 
     recs = [r for r in records if r is not None]
     if not recs:
         raise ValueError("merge_records needs at least one record")
     cases: dict[str, dict] = {}
-    for r in recs:
+    for k, r in enumerate(recs):
         for c in r.results["cases"]:
-            cases[c["name"]] = c
+            key = c["name"] if not (keep_repeats and c["name"] in cases) else f"{c['name']} (run {k + 1})"
+            cases[key] = dict(c, name=key)
     return SimpleNamespace(name="+".join(r.name for r in recs), provenance=recs[-1].provenance,
                            config=recs[-1].config, results={"cases": list(cases.values())})
 
