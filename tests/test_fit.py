@@ -194,7 +194,8 @@ def test_merge_records_later_case_replaces_earlier():
     from vramlib.estimate.fitcheck import merge_records
     a = SimpleNamespace(name="a", provenance="pa", config={}, results={"cases": [
         dict(name="x", peak=1), dict(name="y", peak=2)]})
-    b = SimpleNamespace(name="b", provenance="pb", config={}, results={"cases": [dict(name="y", peak=3)]})
+    b = SimpleNamespace(name="b", provenance="pb", config={}, results={"cases": [
+        dict(name="y", peak=3), dict(name="x", skipped="time budget spent")]})
     m = merge_records(a, None, b)
     assert {c["name"]: c["peak"] for c in m.results["cases"]} == {"x": 1, "y": 3}
     assert m.provenance == "pb" and m.name == "a+b"

@@ -25,7 +25,8 @@ def merge_records(*records: Any, keep_repeats: bool = False) -> Any:
     """One record-like object whose ``results["cases"]`` are the cases of ``records`` by name,
     a later record's case replacing an earlier one's (a re-measurement with ``--cases``) —
     or, with ``keep_repeats``, kept beside it as ``"name (run 2)"`` (an out-of-memory boundary
-    moves between runs; a safe answer must fit every run).  ``None`` records are skipped, and
+    moves between runs; a safe answer must fit every run).  A skipped case never replaces a
+    measured one.  ``None`` records are skipped, and
     the provenance is the last record's.  Defined in Part I, "The calculator"."""
     from types import SimpleNamespace
 
@@ -35,6 +36,8 @@ def merge_records(*records: Any, keep_repeats: bool = False) -> Any:
     cases: dict[str, dict] = {}
     for k, r in enumerate(recs):
         for c in r.results["cases"]:
+            if "skipped" in c and c["name"] in cases:      # a re-run that did not get to it
+                continue
             key = c["name"] if not (keep_repeats and c["name"] in cases) else f"{c['name']} (run {k + 1})"
             cases[key] = dict(c, name=key)
     return SimpleNamespace(name="+".join(r.name for r in recs), provenance=recs[-1].provenance,
