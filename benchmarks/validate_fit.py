@@ -24,7 +24,8 @@ boundary, and bisect to 1.  Every trial (batch, OOM or not, peak allocated and r
 recorded, so predictions can be recomputed later with any estimator
 (``--from-json``: no GPU needed).  One process, ``torch.cuda.empty_cache()`` between trials.
 
-Run: ``python benchmarks/validate_fit.py --out vramlib/data/records/fit_gpu.json`` (GPU),
+Run: ``python benchmarks/validate_fit.py --out vramlib/data/records/fit_gpu.json`` (GPU;
+``--cases t08 h10 ...`` for some cases only),
 ``python benchmarks/validate_fit.py --from-json vramlib/data/records/fit_gpu.json`` (report).
 """
 
@@ -71,6 +72,12 @@ CASES = [
     ("h11", "tinyllama-1.1b", "gen-dynamic", 1536, 6, "held-out"),
     ("f01", "llama-3.2-1b", "full-bf16", 512, "full", "held-out"),
     ("f02", "qwen2-0.5b", "lora-ckpt", 1024, "full", "held-out"),
+    # Generation with the dynamic cache, added for the reserve near the limit (session 4):
+    # two more tuning cases, two more held out (other models, lengths and caps).
+    ("t11", "smollm2-135m", "gen-dynamic", 512, 2, "tuning"),
+    ("t12", "llama-3.2-1b", "gen-dynamic", 512, 6, "tuning"),
+    ("h12", "qwen2-0.5b", "gen-dynamic", 2048, 6, "held-out"),
+    ("h13", "gpt2-medium", "gen-dynamic", 768, 4, "held-out"),
 ]
 NEW_TOKENS = 64
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -157,7 +164,7 @@ def trial(model, opt, recipe: str, batch: int, length: int, vocab: int) -> dict:
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
     retries0 = torch.cuda.memory_stats().get("num_alloc_retries", 0)
-    oom, err = False, ""
+    oom, err, asked = False, "", None
     try:
         ids = torch.randint(1, vocab, (batch, length), device="cuda")
         if opt is None:
@@ -181,16 +188,44 @@ def trial(model, opt, recipe: str, batch: int, length: int, vocab: int) -> dict:
         if "out of memory" not in str(e).lower() and not isinstance(e, torch.OutOfMemoryError):
             raise
         oom, err = True, type(e).__name__
+        asked = _asked_bytes(str(e))
+        frag = _allocator_state()          # inside the handler: the failed step's tensors are alive
+    if not oom:
+        frag = _allocator_state()
+    st = torch.cuda.memory_stats()
     if oom and opt is not None:
         opt.zero_grad(set_to_none=True)
     r = dict(batch=batch, oom=oom, peak_allocated=int(torch.cuda.max_memory_allocated()),
              peak_reserved=int(torch.cuda.max_memory_reserved()), allocated_before=int(before),
-             alloc_retries=int(torch.cuda.memory_stats().get("num_alloc_retries", 0) - retries0))
+             alloc_retries=int(st.get("num_alloc_retries", 0) - retries0), **frag)
     if err:
         r["error"] = err
+        if asked:
+            r["asked_bytes"] = asked
     gc.collect()
     torch.cuda.empty_cache()
     return r
+
+
+def _allocator_state() -> dict:
+    """The allocator's state now: free pieces inside segments that hold live blocks
+    ("inactive split") are the fragmentation; at an OOM, what the failed request met."""
+    import torch
+    st = torch.cuda.memory_stats()
+    return dict(reserved_now=int(st.get("reserved_bytes.all.current", 0)),
+                allocated_now=int(st.get("allocated_bytes.all.current", 0)),
+                inactive_split_now=int(st.get("inactive_split_bytes.all.current", 0)),
+                inactive_split_peak=int(st.get("inactive_split_bytes.all.peak", 0)),
+                segments_now=int(st.get("segment.all.current", 0)))
+
+
+def _asked_bytes(msg: str) -> int | None:
+    """The failed request's size from torch's OOM message ("Tried to allocate 532.00 MiB")."""
+    import re
+    m = re.search(r"Tried to allocate ([0-9.]+) (B|KiB|MiB|GiB)", msg)
+    if not m:
+        return None
+    return int(float(m.group(1)) * {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m.group(2)])
 
 
 class _null:
@@ -329,9 +364,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="vramlib/data/records/fit_gpu.json")
     ap.add_argument("--budget", type=float, default=400.0, help="seconds; no new case starts after")
-    ap.add_argument("--only", nargs="*", default=None, help="case names (t01, h03, ...)")
+    ap.add_argument("--cases", "--only", dest="only", nargs="*", default=None,
+                    help="case names (t01, h03, ...); default: all")
     ap.add_argument("--from-json", default=None, help="report a recorded run (no GPU)")
     args = ap.parse_args()
+    unknown = sorted(set(args.only or ()) - {c[0] for c in CASES})
+    if unknown:
+        ap.error(f"--cases: unknown case(s) {unknown}; choose from {[c[0] for c in CASES]}")
     if args.from_json:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from fit_report import report   # benchmarks/fit_report.py

@@ -22,6 +22,7 @@ is recorded as skipped with the reason.  Estimates are recomputed from the recor
 :func:`vramlib.estimate.fitcheck.recipe_check` (no GPU needed).
 
 Run (GPU, about 3 minutes on an H200): ``python3 benchmarks/validate_recipes.py --out DIR``
+(``--cases r04 h10 ...``: only those cases, into ``DIR/recipes_gpu_cases.json``)
 (writes ``DIR/recipes_gpu.json``); rehearsal on the CPU: ``--smoke``; report a record:
 ``--from-json vramlib/data/records/recipes_gpu.json``.
 """
@@ -338,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=".", help="directory for recipes_gpu.json (recipes_smoke.json with --smoke)")
     ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU (no measurement)")
     ap.add_argument("--budget", type=float, default=190.0, help="seconds; no new case starts after")
-    ap.add_argument("--only", nargs="*", default=None, help="case names (r01, h03, ...)")
+    ap.add_argument("--cases", "--only", dest="only", nargs="*", default=None,
+                    help="measure only these case names (r01, h03, ...); the record is named "
+                    "recipes_gpu_cases.json so it never replaces the whole grid's")
     ap.add_argument("--from-json", default=None, help="report a recorded run (no GPU)")
     a = ap.parse_args(argv)
     if a.from_json:
@@ -361,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     t0, rows = time.time(), []
     config = dict(cases=[list(c) for c in CASES], new_tokens=NEW_TOKENS, mini_models=MINI, versions=_versions(),
                   smoke=a.smoke, method="second step's max_memory_allocated minus the allocation before the build")
-    path = Path(a.out) / ("recipes_smoke.json" if a.smoke else "recipes_gpu.json")
+    unknown = sorted(set(a.only or ()) - {c[0] for c in CASES})
+    if unknown:
+        ap.error(f"--cases: unknown case(s) {unknown}; choose from {[c[0] for c in CASES]}")
+    stem = "recipes_smoke" if a.smoke else "recipes_gpu" + ("_cases" if a.only else "")
+    path = Path(a.out) / f"{stem}.json"
     with tempfile.TemporaryDirectory() as tmp:
         for case in order:
             if a.only and case[0] not in a.only:

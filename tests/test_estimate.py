@@ -53,10 +53,12 @@ def test_lora_and_qlora_below_full_finetuning():
     last = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="last-k", last_k=2).peak
     assert qlora < lora < full and last < full
     # the recipe as people run it (peft upcasts to fp32, fp32 compute) costs more than bf16 compute;
-    # with checkpointing it is cheaper than LoRA.  (Without checkpointing it lands within 1 % of bf16
-    # LoRA, whose adapters keep fp32 copies of their inputs: no order is asserted there.)
+    # with checkpointing it is cheaper than LoRA.  (Without checkpointing its fp32 activations,
+    # the (h, s, s) softmax of fp32 grouped-query attention included, come near bf16 LoRA's, whose
+    # adapters keep fp32 copies of their inputs; measured on tinyllama and qwen2-0.5b in
+    # recipes_gpu.json: no order is asserted there.)
     peft = estimate_training("llama-3-8b", 1, 1024, weights_dtype="bf16", trainable="qlora").peak
-    assert peft > qlora and abs(peft / lora - 1) < 0.05
+    assert peft > qlora
     ck = dict(weights_dtype="bf16", checkpointing="full")
     assert estimate_training("llama-3-8b", 1, 1024, trainable="qlora", **ck).peak < \
         estimate_training("llama-3-8b", 1, 1024, trainable="lora", **ck).peak

@@ -47,8 +47,8 @@ def test_fits_uses_usable_bytes():
 
 
 def test_solver_never_optimistic_on_recorded_boundaries():
-    from vramlib.estimate.fitcheck import fit_check
-    rec = load_record("fit_gpu")
+    from vramlib.estimate.fitcheck import fit_check, merge_records
+    rec = merge_records(load_record("fit_gpu"), load_record("fit_gpu_dynamic"), keep_repeats=True)
     assert rec and rec.provenance.device.startswith("NVIDIA")
     out = fit_check(rec)
     assert len(out["rows"]) >= 20
@@ -143,13 +143,39 @@ def test_recipe_scenarios_and_check():
     est = recipe_estimate(case).peak
     rec = SimpleNamespace(results={"cases": [
         dict(case, peak=est), dict(case, name="b", split="held-out", peak=round(est * 1.25)),
-        dict(case, name="c", recipe="gen-dynamic", hf_config=dict(tiny, model_type="qwen2_moe"), peak=1),
+        dict(case, name="c", recipe="gen-dynamic", hf_config=dict(tiny, model_type="jamba"), peak=1),
         dict(case, name="d", skipped="no CUDA")]})
     out = recipe_check(rec)
     assert [r["name"] for r in out["rows"]] == ["a", "b", "c"]
     assert out["tuning"]["median_abs"] == 0 and out["tuning"]["unsupported"] == 1
     assert out["held-out"]["worst_under"] == pytest.approx(1 / 1.25 - 1, abs=1e-6)
-    assert out["rows"][2]["estimate"] is None and "qwen2_moe" in out["rows"][2]["estimate_error"]
+    assert out["rows"][2]["estimate"] is None and "jamba" in out["rows"][2]["estimate_error"]
+
+
+def test_qwen2_moe_is_described():
+    """Qwen-MoE: the shared expert and its gate are counted (parameters, activations), a config
+    whose some layers are dense is refused naming the field, a missing expert count too."""
+    from vramlib.estimate import estimate_inference, estimate_training, load_model_config
+    from vramlib.estimate.params import count_params
+    cfg = {"model_type": "qwen2_moe", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "intermediate_size": 256, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 128,
+           "num_experts": 8, "num_experts_per_tok": 2, "vocab_size": 100}
+    spec = load_model_config(cfg)
+    assert (spec.intermediate_size, spec.shared_expert_size, spec.num_experts) == (32, 128, 8)
+    pc = count_params(spec)
+    one = 3 * 64 * 32
+    assert pc.mlp_per_layer == 8 * one + 64 * 8 + 3 * 64 * 128 + 64
+    assert pc.active_mlp_per_layer == 2 * one + 64 * 8 + 3 * 64 * 128 + 64
+    no_shared = load_model_config(dict(cfg, shared_expert_intermediate_size=0))
+    assert estimate_training(spec, 2, 64).components["activations"] > \
+        estimate_training(no_shared, 2, 64).components["activations"]
+    assert estimate_inference(spec, 2, prompt_len=64, new_tokens=4).peak > 0
+    for bad, field in ((dict(cfg, decoder_sparse_step=2), "decoder_sparse_step"),
+                       (dict(cfg, mlp_only_layers=[0]), "mlp_only_layers")):
+        with pytest.raises(ValueError, match=field):
+            load_model_config(bad)
+    with pytest.raises(ValueError, match="num_experts"):
+        load_model_config({k: v for k, v in cfg.items() if k != "num_experts"})
 
 
 def test_bitsandbytes_optimizer_states():
@@ -160,3 +186,64 @@ def test_bitsandbytes_optimizer_states():
     assert opt("paged-adamw") < opt("paged-adam8bit") < opt("adam8bit") < opt("adamw") == 4 * P
     assert 2 * P < opt("adam8bit") < 2.05 * P          # 1-byte states + block absmax (+ fp32 norms)
     assert opt("paged-adamw") < 0.001 * P               # only the norms' states stay in torch
+
+
+def test_merge_records_later_case_replaces_earlier():
+    from types import SimpleNamespace
+
+    from vramlib.estimate.fitcheck import merge_records
+    a = SimpleNamespace(name="a", provenance="pa", config={}, results={"cases": [
+        dict(name="x", peak=1), dict(name="y", peak=2)]})
+    b = SimpleNamespace(name="b", provenance="pb", config={}, results={"cases": [
+        dict(name="y", peak=3), dict(name="x", skipped="time budget spent")]})
+    m = merge_records(a, None, b)
+    assert {c["name"]: c["peak"] for c in m.results["cases"]} == {"x": 1, "y": 3}
+    assert m.provenance == "pb" and m.name == "a+b"
+    with pytest.raises(ValueError, match="at least one"):
+        merge_records(None)
+
+
+def test_quantized_generation_terms_from_the_libraries_code():
+    """torchao quantizes the (tied) LM head too and pads int4 in-features to 1024; its int8
+    linear casts the weight per call (decode: the head's copy); bitsandbytes nf4 keeps an fp32
+    absmax per 64 and LLM.int8 an int32 product.  Each term checked against its formula."""
+    from vramlib.estimate import estimate_inference, load_model_config
+    from vramlib.estimate.inference import InferenceScenario, quant_temporary_bytes, weight_bytes
+    from vramlib.estimate.params import count_params
+    spec = load_model_config("qwen2-0.5b")                  # tied head, hidden 896
+    pc, V, d = count_params(spec), spec.vocab_size, spec.hidden_size
+    auto = weight_bytes(pc, spec, "int8", scale_bytes=2)
+    ao = weight_bytes(pc, spec, "int8", scale_bytes=2, quant_library="torchao")
+    # the head's int8 copy and its row scales, and the q/k/v biases torchao leaves 16-bit
+    assert ao - auto == V * d + V * 2 + spec.num_layers * (spec.q_dim + 2 * spec.kv_dim)
+    ao4 = weight_bytes(pc, spec, "int4", group_size=128, scale_bytes=4, quant_library="torchao")
+    auto4 = weight_bytes(pc, spec, "int4", group_size=128, scale_bytes=4)
+    assert ao4 > auto4 + V * 1024 / 2                       # the head, padded 896 -> 1024
+    nf4 = weight_bytes(pc, spec, "nf4", group_size=64, scale_bytes=4, quant_library="bitsandbytes")
+    assert nf4 - weight_bytes(pc, spec, "nf4") == pytest.approx(pc.linear_weights / 64 * (4 - 1 - 4 / 256))
+    sc = InferenceScenario(batch=8, prompt_len=512, new_tokens=64, weights="int8", quant_library="torchao")
+    assert quant_temporary_bytes(spec, sc)[1] == V * d * 2 + 8 * V * 2
+    bnb = InferenceScenario(batch=8, prompt_len=512, new_tokens=64, weights="int8", quant_library="bitsandbytes")
+    assert quant_temporary_bytes(spec, bnb)[0] == 8 * 512 * (4 * spec.intermediate_size + 3 * d)
+    assert quant_temporary_bytes(spec, InferenceScenario(weights="int8")) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="quant_library"):
+        estimate_inference(spec, 1, weights="int4", quant_library="bitsandbytes")
+    with pytest.raises(ValueError, match="Conv1D"):
+        estimate_inference("gpt2", 1, weights="int8", quant_library="torchao")
+
+
+def test_training_terms_from_the_libraries_code():
+    """Gemma-2's soft-capping keeps tanh's output (tokens × vocab × 2 more in the loss phases);
+    the fp32 QLoRA recipe with grouped-query attention keeps the math kernel's softmax."""
+    from vramlib.estimate import estimate_training, load_model_config
+    g = load_model_config("gemma-2b").replace(family="gemma2", norms_per_layer=4)
+    capped, plain = g.replace(logit_softcapping=True), g.replace(logit_softcapping=False)
+    a, b = (estimate_training(m, 2, 256, weights_dtype="bf16") for m in (capped, plain))
+    assert a.phases["backward (loss)"] - b.phases["backward (loss)"] == 2 * 256 * g.vocab_size * 2
+    assert load_model_config("gemma-2-9b").logit_softcapping
+    q = dict(weights_dtype="bf16", trainable="qlora", checkpointing="none")
+    s1, s2 = (estimate_training("tinyllama-1.1b", 1, s, **q).components["activations"] for s in (512, 1024))
+    spec = load_model_config("tinyllama-1.1b")
+    # doubling s doubles the tokens and the per-token (h, s) softmax term: 4·h·s bytes per layer
+    per_tok_s = 4 * spec.num_heads * spec.num_layers
+    assert s2 - 2 * s1 == pytest.approx(1024 * per_tok_s * (1024 - 512), rel=0.02)

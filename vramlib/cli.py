@@ -46,7 +46,7 @@ def _train_kwargs(args: argparse.Namespace) -> dict:
 def _infer_kwargs(args: argparse.Namespace) -> dict:
     return dict(new_tokens=args.new_tokens, tp=args.tp, pp=args.pp, weights=args.weights, group_size=args.group_size,
                 kv_dtype=args.kv_dtype, cache=args.cache, full_logits=args.full_logits, attention=args.attention,
-                device=args.device)
+                device=args.device, quant_library=args.quant_library)
 
 
 def _extensions(args: argparse.Namespace):
@@ -135,7 +135,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _scenario_flags(e: argparse.ArgumentParser) -> None:
     """The scenario flags shared by ``estimate`` and ``fit``."""
-    from .estimate.inference import WEIGHT_FORMATS
+    from .estimate.inference import QUANT_LIBRARIES, WEIGHT_FORMATS
     from .estimate.training import ATTENTION, CHECKPOINTING, OPTIMIZERS, QLORA_RECIPES
 
     e.add_argument("model", help="bundled name (see `vramlib models`) or path to a config.json")
@@ -159,6 +159,8 @@ def _scenario_flags(e: argparse.ArgumentParser) -> None:
     e.add_argument("--keep-logits", action="store_true")
     e.add_argument("--weights", choices=WEIGHT_FORMATS, default="bf16", help="inference weights format")
     e.add_argument("--group-size", type=int, default=64)
+    e.add_argument("--quant-library", choices=tuple(QUANT_LIBRARIES), default="auto",
+                   help="who quantized the weights: torchao (int8/int4) or bitsandbytes (int8/nf4)")
     e.add_argument("--kv-dtype", choices=("auto", "fp32", "bf16", "fp16", "fp8", "int8"), default="auto")
     e.add_argument("--cache", choices=("dynamic", "static"), default="dynamic")
     e.add_argument("--full-logits", action="store_true")

@@ -24,7 +24,7 @@ __all__ = ["ModelSpec", "FAMILIES", "load_model_config", "list_models", "from_hf
            "dense_transformer"]
 
 #: ``model_type`` values of Hugging Face configs that the estimator understands.
-FAMILIES = ("llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox", "mixtral")
+FAMILIES = ("llama", "mistral", "qwen2", "gemma", "gemma2", "phi3", "gpt2", "gpt_neox", "mixtral", "qwen2_moe")
 
 _MLP_KINDS = ("gated", "plain")
 _NORMS = ("rmsnorm", "layernorm")
@@ -39,7 +39,10 @@ class ModelSpec:
     fc → activation → proj.  ``fused_qkv`` / ``fused_gate_up`` say whether the projections
     are one matrix (GPT-2, GPT-NeoX, Phi-3, the book's GPT), which changes the activations
     kept for backward, not the parameter count.  ``num_experts`` > 1 is a mixture of experts
-    with ``experts_per_token`` experts active per token.
+    with ``experts_per_token`` experts active per token, each of width ``intermediate_size``;
+    ``shared_expert_size`` > 0 adds Qwen-MoE's shared expert (a gated MLP of that width that
+    every token passes, scaled by a sigmoid gate ``d → 1``).  ``logit_softcapping`` is
+    Gemma-2's ``cap · tanh(logits / cap)`` on the LM head's output.
 
     Defined in Part I, "Anatomy of memory".
     """
@@ -70,6 +73,8 @@ class ModelSpec:
     num_experts: int = 1
     experts_per_token: int = 1
     sliding_window: int | None = None
+    shared_expert_size: int = 0
+    logit_softcapping: bool = False
     parallel_residual: bool = False
     dropout: float = 0.0
     source: str = ""
@@ -81,6 +86,10 @@ class ModelSpec:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v > MAX_SIZE:
                 raise ValueError(f"model {self.name!r}: {f} must be a positive integer ≤ 2**40, got {short(v)}")
+        if isinstance(self.shared_expert_size, bool) or not isinstance(self.shared_expert_size, int) \
+                or not 0 <= self.shared_expert_size <= MAX_SIZE:
+            raise ValueError(f"model {self.name!r}: shared_expert_size must be an integer ≥ 0 (0: none), "
+                             f"got {short(self.shared_expert_size)}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"model {self.name!r}: num_heads ({self.num_heads}) must be a multiple of "
                              f"num_key_value_heads ({self.num_kv_heads})")
@@ -199,19 +208,41 @@ def _family_fields(cfg: Mapping[str, Any], mt: str) -> dict[str, Any]:
     if mt in ("gemma", "gemma2"):
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
         bias = _bool(cfg, "attention_bias", False)
+        cap = cfg.get("final_logit_softcapping", 30.0 if mt == "gemma2" else None)   # Gemma2Config's default
         return dict(activation="gelu_tanh" if "tanh" in str(act) else "gelu",
-                    norms_per_layer=4 if mt == "gemma2" else 2,
+                    norms_per_layer=4 if mt == "gemma2" else 2, logit_softcapping=cap is not None,
                     qkv_bias=bias, o_bias=bias, tie_embeddings=tie(True),
                     sliding_window=cfg.get("sliding_window") if mt == "gemma2" else None)
     if mt == "qwen2":
         sw = cfg.get("sliding_window") if _bool(cfg, "use_sliding_window", False) else None
         return dict(qkv_bias=True, o_bias=False, tie_embeddings=tie(False), sliding_window=sw)
+    if mt == "qwen2_moe":
+        return _qwen2_moe_fields(cfg)
     bias = _bool(cfg, "attention_bias", False)
     out = dict(qkv_bias=bias, o_bias=bias, mlp_bias=_bool(cfg, "mlp_bias", False), tie_embeddings=tie(False),
                sliding_window=cfg.get("sliding_window") if mt in ("mistral", "mixtral") else None)
     if mt == "mixtral":
         out.update(num_experts=_int(cfg, "num_local_experts"), experts_per_token=_int(cfg, "num_experts_per_tok"))
     return out
+
+
+def _qwen2_moe_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Qwen-MoE (``Qwen2MoeSparseMoeBlock``): ``num_experts`` routed experts of width
+    ``moe_intermediate_size``, ``num_experts_per_tok`` per token, and a shared expert of width
+    ``shared_expert_intermediate_size`` with its sigmoid gate.  Only every layer sparse is
+    described (``decoder_sparse_step`` 1, no ``mlp_only_layers``: Qwen1.5-MoE and Qwen2-MoE)."""
+    step, dense = cfg.get("decoder_sparse_step", 1), cfg.get("mlp_only_layers") or []
+    if step != 1 or dense:
+        raise ValueError(f"config fields 'decoder_sparse_step' ({short(step)}) / 'mlp_only_layers' "
+                         f"({short(dense)}): only models whose every layer is sparse (1 and []) are described")
+    sw = cfg.get("sliding_window") if _bool(cfg, "use_sliding_window", False) else None
+    return dict(qkv_bias=_bool(cfg, "qkv_bias", True), o_bias=False, tie_embeddings=_bool(cfg, "tie_word_embeddings",
+                                                                                      False),
+                sliding_window=sw, num_experts=_int(cfg, "num_experts"),
+                experts_per_token=_int(cfg, "num_experts_per_tok"),
+                intermediate_size=_int(cfg, "moe_intermediate_size"),
+                shared_expert_size=_int(cfg, "shared_expert_intermediate_size", default=0) if
+                cfg.get("shared_expert_intermediate_size") else 0)
 
 
 def from_hf_config(cfg: Mapping[str, Any], name: str | None = None) -> ModelSpec:
@@ -232,7 +263,7 @@ def from_hf_config(cfg: Mapping[str, Any], name: str | None = None) -> ModelSpec
     try:
         if mt == "gpt2":
             return _gpt2_spec(cfg, name, src)
-        return ModelSpec(**_common(cfg, name, src), **_family_fields(cfg, mt))
+        return ModelSpec(**{**_common(cfg, name, src), **_family_fields(cfg, mt)})
     except (TypeError, ZeroDivisionError, AttributeError) as e:  # wrong value types inside the dict
         raise ValueError(f"config for {name!r} has a field of the wrong type or value: {e}") from None
 

@@ -17,7 +17,31 @@ from typing import Any
 from . import CUDA_CONTEXT_BYTES, estimate_inference, estimate_training, load_model_config, max_batch
 from .breakdown import Breakdown
 
-__all__ = ["fit_case", "fit_check", "reserve_bracket", "reserve_brackets", "recipe_scenario", "recipe_estimate", "recipe_check"]
+__all__ = ["fit_case", "fit_check", "reserve_bracket", "reserve_brackets", "recipe_scenario", "recipe_estimate",
+           "recipe_check", "merge_records"]
+
+
+def merge_records(*records: Any, keep_repeats: bool = False) -> Any:
+    """One record-like object whose ``results["cases"]`` are the cases of ``records`` by name,
+    a later record's case replacing an earlier one's (a re-measurement with ``--cases``) —
+    or, with ``keep_repeats``, kept beside it as ``"name (run 2)"`` (an out-of-memory boundary
+    moves between runs; a safe answer must fit every run).  A skipped case never replaces a
+    measured one.  ``None`` records are skipped, and
+    the provenance is the last record's.  Defined in Part I, "The calculator"."""
+    from types import SimpleNamespace
+
+    recs = [r for r in records if r is not None]
+    if not recs:
+        raise ValueError("merge_records needs at least one record")
+    cases: dict[str, dict] = {}
+    for k, r in enumerate(recs):
+        for c in r.results["cases"]:
+            if "skipped" in c and c["name"] in cases:      # a re-run that did not get to it
+                continue
+            key = c["name"] if not (keep_repeats and c["name"] in cases) else f"{c['name']} (run {k + 1})"
+            cases[key] = dict(c, name=key)
+    return SimpleNamespace(name="+".join(r.name for r in recs), provenance=recs[-1].provenance,
+                           config=recs[-1].config, results={"cases": list(cases.values())})
 
 
 def _model(case: dict):
@@ -53,15 +77,16 @@ def reserve_bracket(case: dict) -> dict[str, Any]:
     beyond the live peak lie in ``(C − P(B + 1), C − P(B)]``: ``P(B)`` is measured, ``P(B + 1)``
     is the estimate scaled by the estimate's error at ``B`` (the estimator's error is then no
     part of the bracket).  In units of the pattern's scale: the largest single tensor
-    (training) or the peak's non-weight bytes (generation).  Defined in Part I, "The calculator"."""
+    (training, generation with the dynamic cache) or the peak's non-weight bytes (generation
+    with the static cache).  Defined in Part I, "The calculator"."""
     gen = case["recipe"].startswith("gen-")
     cap = case["capacity_bytes"] - (0 if case["emulated"] else CUDA_CONTEXT_BYTES)
     b = case["true_max_batch"]
     meas = next(t for t in case["trials"] if t["batch"] == b)["peak_allocated"]
     est, est1 = _estimate(case, b), _estimate(case, b + 1)
     lo, hi = cap - est1.peak * meas / est.peak, cap - meas
-    scale = est.peak - est.components["weights"] if gen else est.largest
     ck = case["scenario"].get("cache") if gen else case["scenario"].get("checkpointing", "none")
+    scale = est.peak - est.components["weights"] if ck == "static" else est.largest
     return dict(name=case["name"], split=case["split"], model=case["model"], recipe=case["recipe"],
                 pattern=("generate, " if gen else "train, ") + ck, scale=scale, lo=lo / scale, hi=hi / scale,
                 lo_bytes=int(lo), hi_bytes=int(hi))
@@ -94,12 +119,13 @@ def fit_check(record: Any) -> dict[str, Any]:
 #: The optimizers of ``benchmarks/validate_recipes.py`` in the estimator's vocabulary.
 _RECIPE_OPTIMIZERS = {"adamw": "adamw", "sgd": "sgd", "adafactor": "adafactor", "adam8bit": "adam8bit",
                       "paged-adamw": "paged-adamw", "paged-adamw8bit": "paged-adam8bit"}
-#: Generation weight formats: bitsandbytes int8 (LLM.int8, one scale per row), nf4 (fp32
+#: Generation weight formats: bitsandbytes int8 (LLM.int8, one fp32 scale per row), nf4 (fp32
 #: absmax per 64 without double quantisation, bitsandbytes' default), torchao int8 (a bf16
 #: scale per output channel) and int4 (groups of 128, a bf16 scale and zero each).
-_RECIPE_WEIGHTS = {"bnb-int8": dict(weights="int8", scale_bytes=4), "bnb-nf4": dict(weights="nf4"),
-                   "ao-int8": dict(weights="int8", scale_bytes=2),
-                   "ao-int4": dict(weights="int4", group_size=128, scale_bytes=4)}
+_RECIPE_WEIGHTS = {"bnb-int8": dict(weights="int8", scale_bytes=4, quant_library="bitsandbytes"),
+                   "bnb-nf4": dict(weights="nf4", group_size=64, scale_bytes=4, quant_library="bitsandbytes"),
+                   "ao-int8": dict(weights="int8", scale_bytes=2, quant_library="torchao"),
+                   "ao-int4": dict(weights="int4", group_size=128, scale_bytes=4, quant_library="torchao")}
 
 
 def recipe_scenario(recipe: str, optimizer: str | None = None, grad_accum: int = 1) -> dict[str, Any]:

@@ -21,7 +21,9 @@ __all__ = ["ParamCount", "count_params"]
 class ParamCount:
     """Parameters by part.  ``per_layer`` is one decoder block (all experts included);
     ``linear_per_layer`` the matrices (+ biases) of one block that a LoRA/quantizer touches;
-    ``active_per_layer`` counts only the experts a token uses (MoE)."""
+    ``active_per_layer`` counts only the experts a token uses (MoE); ``shared_mlp_per_layer``
+    is the part of ``mlp_per_layer`` every token uses besides the router (Qwen-MoE's shared
+    expert and its gate)."""
 
     embedding: int
     position: int
@@ -33,6 +35,7 @@ class ParamCount:
     lm_head: int
     num_layers: int
     active_mlp_per_layer: int
+    shared_mlp_per_layer: int = 0
 
     @property
     def total(self) -> int:
@@ -65,8 +68,10 @@ def count_params(spec: ModelSpec) -> ParamCount:
     else:
         one = 2 * d * I + ((I + d) if spec.mlp_bias else 0)
     router = d * spec.num_experts if spec.num_experts > 1 else 0
-    mlp = spec.num_experts * one + router
-    active_mlp = spec.experts_per_token * one + router
+    S = spec.shared_expert_size                          # Qwen-MoE: shared expert + its gate d → 1
+    shared = 3 * d * S + d if S else 0
+    mlp = spec.num_experts * one + router + shared
+    active_mlp = spec.experts_per_token * one + router + shared
     norm = d * (2 if (spec.norm == "layernorm" and spec.norm_bias) else 1)
     norms = spec.norms_per_layer * norm
     emb = spec.vocab_size * d
@@ -74,4 +79,4 @@ def count_params(spec: ModelSpec) -> ParamCount:
     head = 0 if spec.tie_embeddings else spec.vocab_size * d + (spec.vocab_size if spec.lm_head_bias else 0)
     return ParamCount(embedding=emb, position=pos, per_layer=attn + mlp + norms, attention_per_layer=attn,
                       mlp_per_layer=mlp, norms_per_layer=norms, final_norm=norm, lm_head=head,
-                      num_layers=spec.num_layers, active_mlp_per_layer=active_mlp)
+                      num_layers=spec.num_layers, active_mlp_per_layer=active_mlp, shared_mlp_per_layer=shared)

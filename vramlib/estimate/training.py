@@ -61,9 +61,12 @@ _ADAM8BIT_BYTES = 2 + 2 * 4 / 256
 #: of at least 1e5 elements (``get_state_buffer``) in CUDA managed memory, outside torch's
 #: caching allocator (they migrate to the host under pressure), the rest as plain tensors.
 _BNB_MIN_8BIT, _BNB_MIN_PAGED = 4096, 100_000
-#: NF4 storage: 4 bits a weight, an 8-bit absmax per block of 64 (double quantisation) and an
-#: fp32 scale per 256 absmax values (QLoRA paper, Dettmers et al. 2023, section 3).
-_NF4_BYTES = 0.5 + (1 + 4 / 256) / 64
+#: NF4 storage as the recipe gets it: 4 bits a weight and an fp32 absmax per block of 64
+#: (``BitsAndBytesConfig``'s default ``bnb_4bit_use_double_quant=False``; the QLoRA paper's
+#: double quantisation, Dettmers et al. 2023, section 3, would store an 8-bit absmax and an
+#: fp32 scale per 256 of those instead).  Measured: the weights of the recipe's runs
+#: (``recipes_gpu.json``) match this to 0.1 %, the double-quantised size is 3 % short.
+_NF4_BYTES = 0.5 + 4 / 64
 
 
 def _lora_targets(value: Any) -> tuple[str, ...]:
@@ -166,11 +169,8 @@ def _attn_backend(spec: ModelSpec, sc: TrainScenario, c: int) -> str:
         return "flash"                       # the CPU flash kernel takes every dtype
     if c == 2 and spec.head_dim <= 256:
         return "flash"
-    if sc.trainable == "qlora":
-        # measured (benchmarks/results/fit_gpu.json, QLoRA without checkpointing): the fp32
-        # QLoRA recipe keeps no (h, s, s) softmax, so it runs a fused kernel even with GQA
-        return "efficient"
-    # fp32 on CUDA: the memory-efficient kernel, which does not take ``enable_gqa``; with GQA
+    # fp32 on CUDA (the peft QLoRA recipe too: its tinyllama runs at two sequence lengths,
+    # recipes_gpu.json and fit_gpu.json, differ by 4 bytes per head, key and token and layer): the memory-efficient kernel, which does not take ``enable_gqa``; with GQA
     # torch falls back to the math kernel, which keeps the (h, s, s) softmax
     return "efficient" if spec.num_kv_heads == spec.num_heads else "math"
 
@@ -215,7 +215,9 @@ def _attention_parts(spec: ModelSpec, sc: TrainScenario, c: int) -> tuple[dict[s
     if backend in ("flash", "efficient"):
         parts["lse"] = 4 * h                      # fp32 log-sum-exp per head
     elif backend == "math":
-        parts["qkv"] += 2 * rep * kv * c + q * c  # repeated k, v and scaled q
+        # the math kernel keeps the scaled q, the (repeated) scaled k^T and the repeated v,
+        # not its inputs: the rotary products keep only cos and sin
+        parts["qkv"] = 3 * q * c
         s2 = h * c                                # the softmax, saved for backward
     else:  # eager: fp32 softmax (+ its 16-bit cast) per head and key
         if not book and rep > 1:
@@ -229,7 +231,11 @@ def _mlp_part(spec: ModelSpec, sc: TrainScenario, c: int, ac: bool) -> float:
     d, I = spec.hidden_size, spec.intermediate_size
     if spec.mlp == "gated":                       # gate, act(gate), up, product
         if spec.num_experts > 1:                  # + each routed expert's input and output, fp32 router
-            return spec.experts_per_token * (4 * I * c + 2 * d * c) + 4 * spec.num_experts * 3
+            routed = spec.experts_per_token * (4 * I * c + 2 * d * c) + 4 * spec.num_experts * 3
+            # Qwen-MoE's shared expert: a gated MLP (4 of its width), its output kept by the
+            # sigmoid gate's product, and the gate's logit and sigmoid (1 each)
+            S = spec.shared_expert_size
+            return routed + ((4 * S + d + 2) * c if S else 0)
         return 4 * I * c
     if spec.family == "gpt2":
         # gelu_new in Python keeps 4 intermediates + its output; under CUDA autocast ``pow`` runs
@@ -343,7 +349,8 @@ def _layer_vectors(st: _Step) -> float:
     spec = st.spec
     d, q, kv, I, E = spec.hidden_size, spec.q_dim, spec.kv_dim, spec.intermediate_size, spec.num_experts
     n_mat = 3 if spec.mlp == "gated" else 2
-    return st.pc.per_layer - (2 * d * q + 2 * d * kv + E * n_mat * d * I + (d * E if E > 1 else 0))
+    shared = 3 * d * spec.shared_expert_size + d if spec.shared_expert_size else 0
+    return st.pc.per_layer - (2 * d * q + 2 * d * kv + E * n_mat * d * I + (d * E if E > 1 else 0) + shared)
 
 
 def _adafactor_elems(st: _Step) -> float:
@@ -355,6 +362,8 @@ def _adafactor_elems(st: _Step) -> float:
         return spec.num_layers * sum(2 * sc.lora_rank + i + o for i, o in _lora_targets_dims(spec, sc.lora_targets))
     n_mat = 3 if spec.mlp == "gated" else 2
     router = d + E if E > 1 else 0                # factored state of the MoE router
+    S = spec.shared_expert_size                   # Qwen-MoE's shared expert and its d → 1 gate
+    router += 3 * (S + d) + d + 1 if S else 0
     rows_cols = (q + d) + 2 * (kv + d) + (d + q) + E * n_mat * (I + d) + router
     vectors = _layer_vectors(st)                  # norms, biases
     if sc.trainable == "last-k":
@@ -435,10 +444,17 @@ def _lora_saved(st: _Step) -> float:
     input it shares with the adapters (q/k/v share one, gate/up one) and one 16-bit hidden
     state (2·d) fewer.  Fitted per token and layer to exact storage accounting of peft on a
     bf16 Llama on the CPU (d 576/1152, intermediate 1536/3072, 3 or 9 KV heads: all four
-    within 8 B).  The fp32 QLoRA recipe casts nothing: each adapter keeps its rank-r hidden
-    and its output."""
+    within 8 B).  The fp32 QLoRA recipe casts nothing: each adapter keeps only its rank-r
+    hidden (its input is the frozen layer's, which bitsandbytes' 4-bit matmul does not keep;
+    the adapter's output is added and scaled by a constant, which keep nothing), and each
+    RMSNorm keeps no normalised copy (its weight is frozen: ``weight * x̂`` needs only the
+    weight for backward).  Checked on the peft QLoRA runs without checkpointing
+    (``recipes_gpu.json``, ``fit_gpu.json``): the rule without the norms' term
+    overestimated all four by 2·d fp32 values per token and layer."""
     spec, sc, c = st.spec, st.sc, st.c
     dims = _lora_targets_dims(spec, sc.lora_targets)
+    if sc.trainable == "qlora" and c == 4:
+        return sum(sc.lora_rank * c for _ in dims) - spec.norms_per_layer * c * spec.hidden_size
     if c == 4 or sc.trainable == "qlora":
         return sum(sc.lora_rank * c + o * c for _, o in dims)
     d, q, I = spec.hidden_size, spec.q_dim, spec.intermediate_size
@@ -490,7 +506,10 @@ def logits_bytes(st: _Step) -> dict[str, float]:
     tv = st.tokens * spec.vocab_size
     upcast = 4 if c < lsm or (hf and c < 4) else 0
     kept = tv * c if st.sc.keep_logits else 0.0
-    return dict(fwd=tv * (c + upcast + lsm) * st.sh["logits"], bwd=tv * 3 * lsm * st.sh["logits"], kept=kept,
+    # Gemma-2's soft-capping (``cap · tanh(logits / cap)``, before the upcast): ``tanh`` keeps its
+    # output for backward, and the capped logits are a new tensor next to it
+    cap = tv * c if spec.logit_softcapping else 0.0
+    return dict(fwd=(tv * (c + upcast + lsm) + cap) * st.sh["logits"], bwd=(tv * 3 * lsm + cap) * st.sh["logits"], kept=kept,
                 kept_fwd=kept if (c != 4 and hf) else 0.0, lsm=lsm)
 
 
@@ -514,7 +533,8 @@ def _phases(st: _Step, p_train: int, parts: dict[str, float]) -> dict[str, dict[
     full = sc.trainable == "all"
     head_grad = V * d * gb if (full and not spec.tie_embeddings) else 0.0
     # one layer's backward: the MLP's input/output gradients (2 × I per expert) and 2 × d
-    t_layer = st.tokens * st.c * (2 * spec.intermediate_size * max(1, spec.experts_per_token) + 2 * d)
+    t_layer = st.tokens * st.c * (2 * spec.intermediate_size * max(1, spec.experts_per_token) + 2 * d
+                                  + 2 * spec.shared_expert_size)
     t_layer += a["recompute"] + _dequant_tmp(st)
     W = {"weights": parts["weights"], "master weights": parts["master"], "optimizer states": parts["optim"]}
     kept = lg["kept"]
