@@ -56,3 +56,18 @@ def test_capacity_drops_tokens():
     assert max(layer.last_counts) <= expert_capacity(64, 4, 1, 0.5)
     with pytest.raises(ValueError, match="top_k"):
         MoEMLP(16, 32, 2, 3)
+
+
+def test_qwen_moe_shared_expert_is_no_routed_expert():
+    """Qwen-MoE's shared expert (and its d → 1 gate) sits in every layer's MLP but is not one
+    of the routed experts: one expert is a gated MLP of ``moe_intermediate_size``."""
+    cfg = {"model_type": "qwen2_moe", "hidden_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 256,
+           "moe_intermediate_size": 32, "shared_expert_intermediate_size": 128,
+           "num_experts": 8, "num_experts_per_tok": 2, "vocab_size": 100,
+           "max_position_embeddings": 64, "tie_word_embeddings": False}
+    p = moe_params(cfg)
+    assert p["expert"] == 3 * 64 * 32
+    assert p["shared"] == 2 * (3 * 64 * 128 + 64)
+    assert p["router"] == 2 * 64 * 8
+    assert p["resident"] - p["active"] == 2 * (8 - 2) * p["expert"]

@@ -34,9 +34,11 @@ def moe_params(model: Any) -> dict[str, int]:
     spec = load_model_config(model)
     pc = count_params(spec)
     router = spec.hidden_size * spec.num_experts if spec.num_experts > 1 else 0
-    one = (pc.mlp_per_layer - router) // spec.num_experts
+    # Qwen-MoE's shared expert (and its gate) is part of the MLP but no routed expert
+    one = (pc.mlp_per_layer - router - pc.shared_mlp_per_layer) // spec.num_experts
     return {"resident": pc.total, "active": pc.active, "expert": one,
-            "experts": spec.num_layers * spec.num_experts * one, "router": spec.num_layers * router}
+            "experts": spec.num_layers * spec.num_experts * one, "router": spec.num_layers * router,
+            "shared": spec.num_layers * pc.shared_mlp_per_layer}
 
 
 def expert_capacity(tokens: int, num_experts: int, top_k: int, capacity_factor: float) -> int:
