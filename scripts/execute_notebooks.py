@@ -38,9 +38,12 @@ CHAPTER_BUDGET_S = 60.0
 BOOK_BUDGET_S = {"cpu": 300.0, "cuda": 600.0}
 
 # Appended to the copy a --record run executes: the kernel's peak device memory, as JSON.
-_PEAK_CELL = """import json as _j, torch as _t
+# A chapter that never imported torch used no device memory: importing it here (seconds
+# with a CUDA build) would only add to the chapter's recorded time.
+_PEAK_CELL = """import json as _j, sys as _s
+_t = _s.modules.get("torch")
 _p = {"peak_allocated": 0, "peak_reserved": 0}
-if _t.cuda.is_available():
+if _t is not None and _t.cuda.is_available() and _t.cuda.is_initialized():
     _p = {"peak_allocated": int(_t.cuda.max_memory_allocated()),
           "peak_reserved": int(_t.cuda.max_memory_reserved())}
 print("VRAMLIB-PEAK" + _j.dumps(_p))"""
@@ -77,6 +80,20 @@ def provenance() -> dict:
     return {"how": "`make execute`", "kernel": "python3", "python": platform.python_version(),
             "torch": torch.__version__, "vramlib": getattr(vramlib, "__version__", "?"),
             "device": vramlib.describe_device(), "platform": platform.platform()}
+
+
+def slowest_cells(nb: nbformat.NotebookNode, n: int = 5) -> list[list]:
+    """The ``n`` slowest code cells of an executed notebook: [cell index, seconds], from
+    the timestamps nbclient writes into each cell's metadata (where the time goes)."""
+    secs = []
+    for i, cell in enumerate(nb.cells):
+        ex = cell.get("metadata", {}).get("execution", {})
+        start, end = ex.get("iopub.execute_input"), ex.get("shell.execute_reply")
+        if cell.cell_type == "code" and start and end:
+            dt = (datetime.datetime.fromisoformat(end.replace("Z", "+00:00"))
+                  - datetime.datetime.fromisoformat(start.replace("Z", "+00:00")))
+            secs.append([i, round(dt.total_seconds(), 1)])
+    return sorted(secs, key=lambda r: -r[1])[:n]
 
 
 def budget_mark(seconds: float, budget: float = CHAPTER_BUDGET_S) -> str:
@@ -162,6 +179,7 @@ def record_execution(out: Path, paths: list[Path], add: list[Path] | None = None
         if rel in chapters:
             total -= chapters[rel]["seconds"]
         chapters[rel] = {"status": status, "seconds": round(dt, 1), **peak,
+                         "slowest_cells": slowest_cells(nb),
                          "device": where, "date": _dt.date.today().isoformat(),
                          **({"error": error} if error else {})}
         print(f"{dt:7.1f} s  {budget_mark(dt)}  {status:5s}  {rel}", flush=True)

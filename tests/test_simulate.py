@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 from vramlib.measure import measure  # noqa: E402
 from vramlib.models import GPT, GPTConfig  # noqa: E402
 from vramlib.measure.simulate import CATEGORIES, Simulator, decode_loop, mark, phase, simulate  # noqa: E402
+from vramlib.measure.simulate import _takes  # noqa: E402
 
 
 def test_forward_of_a_linear_layer_exact_bytes():
@@ -204,8 +205,9 @@ def _hf_train(cfg, dtype=torch.float32, autocast=False, ckpt=False):
     def step():
         torch.manual_seed(0)
         model = transformers.AutoModelForCausalLM.from_config(cfg).to(dtype)
-        if ckpt:
-            model.gradient_checkpointing_enable()
+        if ckpt:  # transformers 5.24+ name it activation_checkpointing_enable
+            getattr(model, "activation_checkpointing_enable",
+                    model.gradient_checkpointing_enable)()
         model.train()
         opt = torch.optim.AdamW(model.parameters())
         x = torch.randint(0, cfg.vocab_size, (2, 64))
@@ -342,10 +344,12 @@ def test_decode_loop_passes_the_cache_under_the_name_forward_declares():
         def forward(self, input_ids, attention_mask, position_ids, use_cache, cache_position,
                     logits_to_keep, cache):
             self.seen.append(cache)
+            # the inner model takes the cache under its own name (5.24+: ``cache``)
+            name = "cache" if _takes(self.inner.forward, "cache") else "past_key_values"
             return self.inner(input_ids=input_ids, attention_mask=attention_mask,
                               position_ids=position_ids, use_cache=use_cache,
                               cache_position=cache_position, logits_to_keep=logits_to_keep,
-                              past_key_values=cache)
+                              **{name: cache})
 
     x = torch.randint(0, 1000, (2, 12))
     wrapped = NewAPI(model)

@@ -13,7 +13,12 @@ raises for an unsupported data type.
 Everything uses torch's own operators (``torch.matmul``, ``torch._int_mm``,
 ``torch._scaled_mm``, ``torch._weight_int8pack_mm``, ``torch._weight_int4pack_mm``,
 ``torch.sparse.to_sparse_semi_structured``, ``torch.ao.quantization.quantize_dynamic``);
-no hand-written kernels.  Defined in Part III, "Measure your own device".
+no hand-written kernels.  ``quantize_dynamic`` is deprecated since torch 2.8 (``torch.ao.quantization``
+warns that it "will be removed"; the successor is torchao's ``quantize_`` with
+``Int8DynamicActivationInt8WeightConfig``, a separate package whose CPU path is not a tuned
+int8 kernel): it is kept because it is torch's own FBGEMM/oneDNN int8 ``nn.Linear``, its
+warnings are silenced here, and tests/test_quant.py fails the day a torch release drops it.
+Defined in Part III, "Measure your own device".
 """
 
 from __future__ import annotations

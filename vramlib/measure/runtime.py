@@ -31,7 +31,8 @@ def runtime_memory(cfg, batch: int, variant: str = "float", device: str | torch.
     that (``forward_peak``, inference mode, ``batch × seq`` tokens, ``seq`` defaulting to
     ``cfg.block_size``) and, on CUDA,
     the allocator's reserved peak.  ``"int8 dynamic (CPU)"`` uses
-    ``torch.ao.quantization.quantize_dynamic`` (CPU only), whose packed weights live outside
+    ``torch.ao.quantization.quantize_dynamic`` (CPU only; deprecated, its warnings silenced
+    here — the successor is torchao's ``quantize_``), whose packed weights live outside
     torch tensors: its ``model_bytes`` come from the packed weights' own sizes.
 
     Defined in Part III, "Runtime memory is not parameter count"."""
