@@ -54,6 +54,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vramlib.core.records import provenance_line, read_record, write_record  # noqa: E402
+from vramlib.measure.distributed import local_bytes  # noqa: E402
 
 CFG = {"model_type": "llama", "hidden_size": 1024, "num_hidden_layers": 16, "num_attention_heads": 16,
        "num_key_value_heads": 4, "intermediate_size": 2816, "vocab_size": 32000,
@@ -117,17 +118,6 @@ class Meter:
         if self.tracker is not None:
             self.tracker.__exit__(None, None, None)
             self.tracker = None
-
-
-def local_bytes(tensors) -> int:
-    """Bytes of the local shards (DTensor ``to_local``) of ``tensors``; ``None`` skipped."""
-    total = 0
-    for t in tensors:
-        if t is None:
-            continue
-        loc = t.to_local() if hasattr(t, "to_local") else t
-        total += loc.numel() * loc.element_size()
-    return total
 
 
 def state_tensors(opts) -> list:
