@@ -184,7 +184,8 @@ def record_execution(out: Path, paths: list[Path], add: list[Path] | None = None
                          **({"error": error} if error else {})}
         print(f"{dt:7.1f} s  {budget_mark(dt)}  {status:5s}  {rel}", flush=True)
         _write(out, chapters, total, kind)  # after every chapter: a cut-off run keeps its part
-    _write(out, chapters, total, kind)
+    if not paths:  # a merge of earlier parts: nothing ran, so nothing was written yet
+        _write(out, chapters, total, kind)
     book_ok = total <= BOOK_BUDGET_S[kind]
     print(f"{total:7.1f} s  {'ok  ' if book_ok else 'OVER'}  total "
           f"(budget {BOOK_BUDGET_S[kind]:.0f} s on {kind})")
