@@ -14,6 +14,8 @@ TORCH_VERSION   := 2.13.0+cpu
 TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 VENV   := .venv
 BIN    := $(VENV)/bin
+# make execute: one kernel per core (at most 4), each with one thread
+JOBS   ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 STAMP  := $(VENV)/.installed
 NB     ?= chapters
 
@@ -147,7 +149,7 @@ nbval: $(STAMP)
 	$(BIN)/python -m pytest $(NB) --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 execute: $(STAMP)
-	$(BIN)/python scripts/execute_notebooks.py $(NB)
+	$(BIN)/python scripts/execute_notebooks.py --jobs $(JOBS) $(NB)
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install -q "jupyterlab>=4,<5"

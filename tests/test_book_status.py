@@ -39,3 +39,13 @@ def test_the_page_shows_cpu_and_gpu_side_by_side_with_budgets():
     first = lines[lines.index(header) + 2:]
     rows = first[:next(i for i, ln in enumerate(first) if not ln.startswith("|"))]
     assert len(rows) >= 2 and all(ln.count("|") == n_cols for ln in rows)
+
+
+def test_the_book_time_is_one_runs_wall_clock_only_when_every_chapter_shares_it():
+    run = {"started": "2026-11-28T00:00:00Z", "notebooks": 3, "jobs": 2,
+           "threads_per_kernel": 1, "wall_seconds": 100.0}
+    assert book_status._one_book_run([run, dict(run), dict(run)]) == run
+    assert book_status._one_book_run([run, None, run]) is None           # one re-run alone
+    assert book_status._one_book_run([run, {**run, "started": "x"}]) is None
+    assert book_status._one_book_run([run] * 4) is None                  # run had 3 chapters
+    assert book_status._one_book_run([]) is None
