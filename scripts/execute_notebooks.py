@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import multiprocessing
 import os
@@ -167,7 +168,7 @@ def execute_in_place(paths: list[Path], jobs: int = 1) -> int:
                                    initializer=_limit_threads, initargs=(threads,))
         futures = {pool.submit(_execute_one, p, prov): p for p in first}
         done = ((futures[f], f.result()) for f in as_completed(futures))
-    for path, dt in [*done, *((p, _execute_one(p, prov)) for p in ledger)]:
+    for path, dt in itertools.chain(done, ((p, _execute_one(p, prov)) for p in ledger)):
         total += dt
         print(f"{dt:7.1f} s  {budget_mark(dt)}  {path}", flush=True)
     wall = time.perf_counter() - t0
