@@ -120,14 +120,18 @@ def _cuda_cc(dev: torch.device) -> tuple[int, int]:
 
 
 def _random(dev: torch.device):
-    """Seeded random inputs on ``dev`` (the same numbers on every device)."""
-    g = torch.Generator(device="cpu").manual_seed(0)
+    """Seeded random inputs on ``dev``, drawn there: on a GPU by its own generator (an
+    8192² matrix drawn on one CPU core and copied over costs about half a second, on the
+    GPU microseconds; the numbers differ from the CPU's, their distribution does not, and
+    no timing depends on them), elsewhere by the CPU's."""
+    g = torch.Generator(device=dev if dev.type == "cuda" else "cpu").manual_seed(0)
+    gen_dev = g.device
 
     def randn(*s, dtype=torch.float32):
-        return torch.randn(*s, generator=g).to(dev, dtype)
+        return torch.randn(*s, generator=g, device=gen_dev).to(dev, dtype)
 
     def randint8(*s):
-        return torch.randint(-64, 64, s, generator=g, dtype=torch.int8).to(dev)
+        return torch.randint(-64, 64, s, generator=g, device=gen_dev, dtype=torch.int8).to(dev)
 
     return randn, randint8
 
@@ -201,7 +205,7 @@ def _sparse24_mm(kind: str, m: int, n: int, k: int, dev: torch.device) -> _Built
         raise RuntimeError(f"torch {torch.__version__} has no torch.sparse.to_sparse_semi_structured")
     dtype = torch.float16 if kind.endswith("fp16") else torch.bfloat16
     randn, _ = _random(dev)
-    mask = torch.tensor([1, 1, 0, 0], dtype=torch.bool).tile(n, k // 4).to(dev)
+    mask = torch.tensor([1, 1, 0, 0], dtype=torch.bool, device=dev).tile(n, k // 4)
     w = randn(n, k, dtype=dtype) * mask
     ws = to_sparse(w)
     x = randn(m, k, dtype=dtype)
@@ -515,9 +519,9 @@ def quant_overhead(m: int, n: int, k: int, device: str | torch.device | None = N
     """
     dev = pick_device(device)
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(m, k, generator=g).to(dev, dtype)
-    w = torch.randn(n, k, generator=g).to(dev, dtype)
+    randn, _ = _random(dev)
+    x = randn(m, k, dtype=dtype)
+    w = randn(n, k, dtype=dtype)
     sw = w.abs().amax().float() / 127
     wq = (w.float() / sw).round().clamp(-128, 127).to(torch.int8)
     wqt = wq.t()
@@ -605,13 +609,13 @@ def weight_only_matmul(ms: Sequence[int], n: int, k: int, device: str | torch.de
     if k % group or n % 8:
         raise ValueError(f"k must be a multiple of group ({group}) and n a multiple of 8; got n={n}, k={k}")
     F = torch.nn.functional
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(n, k, generator=g) * 0.02
-    wb = w.to(dev, torch.bfloat16)
-    wf = w.to(dev) if dev.type != "cuda" else None
+    randn, _ = _random(dev)
+    w = randn(n, k) * 0.02  # quantized and packed on the device, not on one CPU core
+    wb = w.to(torch.bfloat16)
+    wf = w if dev.type != "cuda" else None
     s8 = w.abs().amax(1) / 127
-    w8 = (w / s8[:, None]).round().clamp(-128, 127).to(torch.int8).to(dev)
-    s8b = s8.to(dev, torch.bfloat16)
+    w8 = (w / s8[:, None]).round().clamp(-128, 127).to(torch.int8)
+    s8b = s8.to(torch.bfloat16)
     notes: dict[str, str] = {}
     try:
         packed4, sz4, mm4 = _int4_pack(w, group, dev)
@@ -620,7 +624,7 @@ def weight_only_matmul(ms: Sequence[int], n: int, k: int, device: str | torch.de
         notes["int4 weight-only"] = f"skipped: {str(e).splitlines()[0][:200]}"
     rows = []
     for m in ms:
-        x = torch.randn(m, k, generator=g).to(dev, torch.bfloat16)
+        x = randn(m, k, dtype=torch.bfloat16)
         variants: dict[str, Callable[[], Any]] = {"bf16": lambda: F.linear(x, wb)}
         if wf is not None:
             xf = x.float()
