@@ -17,8 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
-READER = ["torch", "numpy", "matplotlib", "tqdm", "scikit-learn", "transformers", "ipywidgets",
-          "ipykernel"]
+READER = ["torch", "numpy", "matplotlib", "tqdm", "transformers", "ipywidgets", "ipykernel"]
 BOOK_HEAD = [
     "# The book's pinned build-and-test environment: CPU build of torch, every transitive",
     "# dependency pinned.  Regenerate with `make lock`; readers need only requirements/reader.txt.",

@@ -48,6 +48,8 @@ def test_first_code_cell_is_colab_setup(path: str) -> None:
     assert code[0].source == current_source(code[0], repository_url()), (
         f"{path}: the set-up cell does not match repository.url: run `python scripts/colab_setup.py --all`")
     assert not code[0].get("outputs"), f"{path}: the set-up cell must print nothing outside Colab"
+    assert "scikit-learn" not in code[0].source, (
+        f"{path}: the digits data ship with vramlib (vramlib/data/digits/); install no scikit-learn")
 
 
 @pytest.mark.parametrize("path", TOC_NOTEBOOKS)
@@ -76,7 +78,7 @@ def test_colab_setup_replaces_an_outdated_cell_in_place(tmp_path: Path) -> None:
 
     from colab_setup import ensure, setup_source
 
-    old = setup_source("https://github.com/REPLACE-ME/gpu-memory-book", ' "scikit-learn>=1.3"')
+    old = setup_source("https://github.com/REPLACE-ME/gpu-memory-book", ' "transformers>=4.56"')
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell(old),
                                          nbformat.v4.new_code_cell("x = 1")])
     p = tmp_path / "t.ipynb"
@@ -84,7 +86,7 @@ def test_colab_setup_replaces_an_outdated_cell_in_place(tmp_path: Path) -> None:
     url = "https://github.com/vramlib-dev/gpu-memory-book"
     assert ensure(p, url) and not ensure(p, url)
     code = [c for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"]
-    assert [c.source for c in code] == [setup_source(url, ' "scikit-learn>=1.3"'), "x = 1"]
+    assert [c.source for c in code] == [setup_source(url, ' "transformers>=4.56"'), "x = 1"]
     assert ensure(p, "")
     code = [c for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"]
     assert len(code) == 2 and code[0].source == setup_source("") and "git+" not in code[0].source

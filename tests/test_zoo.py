@@ -49,6 +49,35 @@ def test_digits_split():
     assert len(d.y_train) == 1437 and len(d.y_test) == 360
     assert 0.0 <= float(d.x_train.min()) and float(d.x_train.max()) <= 1.0
     assert torch.bincount(d.y_test).min() >= 35   # stratified: every class ~36 times
+    assert d.x_train.dtype == d.x_test.dtype == torch.float32
+    assert d.y_train.dtype == d.y_test.dtype == torch.int64
+    assert torch.equal(d.x_test * 16, (d.x_test * 16).round())   # pixels 0..16, exact
+    assert d.info == {"dataset": zoo.DIGITS_DATASET, "n": 1797, "train": 1437, "test": 360,
+                      "split_seed": 0}
+    with pytest.raises(ValueError, match="seed: only the split with seed 0"):
+        zoo.digits_data(1)
+
+
+def test_digits_file_is_sklearn_split_bit_for_bit():
+    """The shipped file is what scripts/make_digits_data.py writes from scikit-learn, and
+    digits_data() gives the tensors the book computed from scikit-learn before the file."""
+    pytest.importorskip("sklearn", reason="scikit-learn (extra zoo-data) regenerates the file")
+    import sys
+
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    sys.path.insert(0, str(zoo.DATA_DIR.parents[1] / "scripts"))
+    import make_digits_data
+
+    assert zoo.DIGITS_SPLIT_PATH.read_bytes() == make_digits_data.npz_bytes(make_digits_data.split_arrays())
+    b = load_digits()
+    xtr, xte, ytr, yte = train_test_split(b.data, b.target, test_size=0.2, random_state=0,
+                                          stratify=b.target)
+    d = zoo.digits_data()
+    assert torch.equal(d.x_train, torch.tensor(xtr, dtype=torch.float32) / 16.0)
+    assert torch.equal(d.x_test, torch.tensor(xte, dtype=torch.float32) / 16.0)
+    assert torch.equal(d.y_train, torch.tensor(ytr)) and torch.equal(d.y_test, torch.tensor(yte))
 
 
 @pytest.mark.slow

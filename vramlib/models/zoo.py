@@ -9,10 +9,12 @@
   same bytes; :func:`build_corpus_from_python` regenerates it from the running interpreter.
   Split: first 90 % of the bytes train, last 10 % validation.  Metric: perplexity and bits
   per character (byte).
-* **A digits classifier** — an MLP 64 → 256 → 256 → 10 on scikit-learn's ``load_digits``
-  (1,797 8×8 handwritten digits, UCI ML hand-written digits data set, shipped inside
-  scikit-learn, BSD licence).  Split: stratified 80 % train / 20 % test (seed 0).
-  Metric: test accuracy.
+* **A digits classifier** — an MLP 64 → 256 → 256 → 10 on the UCI "Optical Recognition of
+  Handwritten Digits" test set as scikit-learn's ``load_digits`` ships it (1,797 8×8
+  images, pixels 0..16).  Split: stratified 80 % train / 20 % test (seed 0), made once by
+  ``scripts/make_digits_data.py`` and shipped as ``vramlib/data/digits/digits_split_seed0.npz``
+  (source and licence: ``vramlib/data/digits/README.md``), so the library needs no
+  scikit-learn.  Metric: test accuracy.
 
 ``scripts/train_zoo.py`` reproduces both checkpoints (seeded).  Checkpoints are plain state
 dicts in ``vramlib/data/checkpoints/*.pt`` loaded with ``torch.load(..., weights_only=True)``,
@@ -42,6 +44,11 @@ CHECKPOINT_DIR = DATA_DIR / "checkpoints"
 CORPUS_PATH = DATA_DIR / "corpus" / "pydoc_topics.txt.gz"
 CHAR_LM_CHECKPOINT = CHECKPOINT_DIR / "char_lm.pt"
 DIGITS_CHECKPOINT = CHECKPOINT_DIR / "digits_mlp.pt"
+#: The one digits split the book uses: its seed, and the file that holds it.
+DIGITS_SPLIT_SEED = 0
+DIGITS_SPLIT_PATH = DATA_DIR / "digits" / f"digits_split_seed{DIGITS_SPLIT_SEED}.npz"
+#: What :func:`digits_data` reports as ``info["dataset"]``.
+DIGITS_DATASET = "UCI optdigits test set (as sklearn load_digits), shipped split"
 
 #: The language model's architecture (a :class:`GPTConfig` keyword dict).
 CHAR_LM_CONFIG: dict[str, Any] = dict(vocab_size=256, block_size=64, n_layer=4, n_head=4,
@@ -125,7 +132,7 @@ def char_lm_data(block_size: int = CHAR_LM_CONFIG["block_size"]) -> LMData:
 
 @dataclass
 class DigitsData:
-    """scikit-learn's 8×8 digits as float tensors in [0, 1] (pixel / 16), split into train and test.
+    """The UCI 8×8 digits as float tensors in [0, 1] (pixel / 16), split into train and test.
     Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
 
     x_train: torch.Tensor
@@ -140,19 +147,23 @@ class DigitsData:
         return (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
 
 
-def digits_data(seed: int = 0) -> DigitsData:
-    """Stratified 80/20 split of ``sklearn.datasets.load_digits`` (seeded).
+def digits_data(seed: int = DIGITS_SPLIT_SEED) -> DigitsData:
+    """The book's stratified 80/20 split of the UCI digits (scikit-learn's ``load_digits``),
+    read from the shipped file :data:`DIGITS_SPLIT_PATH` (``scripts/make_digits_data.py``
+    wrote it with ``train_test_split(random_state=seed)``; only seed 0 ships).
     Defined in Part II, "Overview: compressing a trained model", section "The models this part compresses"."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    d = load_digits()
-    xtr, xte, ytr, yte = train_test_split(d.data, d.target, test_size=DIGITS_TEST_FRACTION,
-                                          random_state=seed, stratify=d.target)
-    t = lambda a, dt: torch.tensor(a, dtype=dt)  # noqa: E731
-    info = {"dataset": "sklearn.datasets.load_digits", "n": int(len(d.target)),
-            "train": int(len(ytr)), "test": int(len(yte)), "split_seed": seed}
-    return DigitsData(t(xtr, torch.float32) / 16.0, t(ytr, torch.long),
-                      t(xte, torch.float32) / 16.0, t(yte, torch.long), info)
+    if isinstance(seed, bool) or seed != DIGITS_SPLIT_SEED:
+        raise ValueError(f"seed: only the split with seed {DIGITS_SPLIT_SEED} ships with vramlib, "
+                         f"got {seed!r}; pass seed={DIGITS_SPLIT_SEED}, or split scikit-learn's "
+                         "load_digits yourself (as scripts/make_digits_data.py does)")
+    import numpy as np
+
+    with np.load(DIGITS_SPLIT_PATH, allow_pickle=False) as z:
+        a = {k: torch.from_numpy(z[k]) for k in ("x_train", "y_train", "x_test", "y_test")}
+    info = {"dataset": DIGITS_DATASET, "n": len(a["y_train"]) + len(a["y_test"]),
+            "train": len(a["y_train"]), "test": len(a["y_test"]), "split_seed": seed}
+    return DigitsData(a["x_train"].float() / 16.0, a["y_train"].long(),
+                      a["x_test"].float() / 16.0, a["y_test"].long(), info)
 
 
 # --------------------------------------------------------------------------- models
