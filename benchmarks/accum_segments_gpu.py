@@ -22,7 +22,7 @@ of the failing request, the reserved and allocated bytes then, and the segments:
 segment its size, allocated bytes and largest free block; the free bytes stuck in segments
 that hold a live block (the allocator cannot release those), split by whether the live block
 was allocated in a backward pass (at the second micro-batch's forward: the accumulated
-``.grad``) or elsewhere.  The hypothesis under test (``vramlib.estimate.reserve.RESERVE_ACCUM``):
+``.grad``; on CUDA: allocated with no Python stack, in autograd's device thread) or elsewhere.  The hypothesis under test (``vramlib.estimate.reserve.RESERVE_ACCUM``):
 the first micro-batch's gradients pin a segment of the loss's largest tensor.
 
 Writes ``accum_segments_gpu.json`` through ``vramlib.core.records.write_record``.  Without CUDA
@@ -48,8 +48,11 @@ MIB = 2**20
 
 
 def _is_backward(frames: list[dict]) -> bool:
-    """A block allocated while ``loss.backward()`` ran (its Python stack holds that call)."""
-    return any(f.get("name") == "backward" for f in frames or [])
+    """A block allocated by a backward pass: on CUDA autograd runs it in its device thread, whose
+    allocations carry no Python stack (no frames); on the CPU its stack holds ``backward``.
+    (The record of 2026-11-28 predates the no-frames rule: its ``by_gradient`` is ~0 for that
+    reason, and the chapter uses only the sum of both kinds.)"""
+    return not frames or any(f.get("name") == "backward" for f in frames)
 
 
 def summarise(snapshot: dict, request: int) -> dict:

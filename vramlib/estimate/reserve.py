@@ -72,7 +72,11 @@ RESERVE_GENERATE = {"dynamic": 1.5, "static": 0.45}
 #: segment of the largest request's size can be pinned by a gradient and the next micro-batch's
 #: largest tensor needs a new one: at most one ``largest`` more.  Derived from that mechanism,
 #: not fitted: the one run at the old cap (recipe r09, qwen2-0.5b, ``recipes_gpu.json``) ran out
-#: of memory at a cap 0.83 × ``largest`` above its measured peak, so it needed more than that.
+#: of memory at a cap 0.83 × ``largest`` above its measured peak.  The allocator's snapshot at
+#: that failing request (``accum_segments_gpu.json``, an H100) shows the mechanism: the request
+#: was one fp32 logits tensor, and a segment of that size held 876 MiB free, pinned by 312 MiB
+#: of live blocks (the size of the accumulated embedding gradient and some layers').  That run
+#: needed only 0.05 × ``largest`` more than the old cap, and ran at the new one.
 RESERVE_ACCUM = 1.0
 #: Allowance for allocations no estimate lists (cuBLAS workspaces allocated through the caching
 #: allocator, the small pool's 2 MiB segments): chosen, not fitted.
