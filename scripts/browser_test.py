@@ -250,6 +250,9 @@ SCENARIOS: list[dict] = [
      "new_tokens": "100", "gpu": "rtx-4090"},
     {"stage": "generate", "model": "qwen2-0.5b", "weights": "int8", "batch": "64", "tp": "2", "gpu": "l4"},
     {"stage": "generate", "model": "gemma-2-9b", "pp": "2", "prompt": "4096", "batch": "1"},
+    {"stage": "generate", "model": "qwen2-0.5b", "weights": "int8", "quant_library": "torchao", "batch": "8",
+     "gpu": "h200-sxm"},
+    {"stage": "generate", "model": "llama-3.2-1b", "weights": "nf4", "quant_library": "bitsandbytes"},
     {"model": "custom", "config": TINY_LLAMA, "lora_rank": "4"},
     {"model": "custom", "config": TINY_GPT2, "stage": "generate", "prompt": "256", "new_tokens": "64"},
 ]
@@ -265,6 +268,7 @@ BAD: list[tuple[dict, str, bool]] = [
     ({"model": "gpt2", "seq": "5000"}, "seq", True),
     ({"stage": "pretrain", "gpus": "3", "tp": "2"}, "gpus", True),
     ({"lora_rank": ""}, "lora_rank", False),
+    ({"stage": "generate", "weights": "nf4", "quant_library": "torchao"}, "quant_library", True),
 ]
 
 DRIVE_JS = """

@@ -63,6 +63,13 @@ def test_cli_defaults_are_the_clis(bridge) -> None:
     {"stage": "generate", "model": "mixtral-8x7b", "ep": "2", "kv_dtype": "int8", "kv_scales": "token"},
     {"stage": "generate", "kv_dtype": "fp8", "kv_scales": "head"},
     {"stage": "generate", "kv_scales": "head"},                     # hidden for a bf16 cache
+    # who quantized the weights (--quant-library): torchao and bitsandbytes int8 differ
+    {"stage": "generate", "model": "qwen2-0.5b", "weights": "int8", "quant_library": "torchao", "batch": "8"},
+    {"stage": "generate", "model": "qwen2-0.5b", "weights": "int8", "quant_library": "bitsandbytes"},
+    {"stage": "generate", "model": "llama-3.2-1b", "weights": "int4", "group_size": "128",
+     "quant_library": "torchao"},
+    {"stage": "generate", "weights": "nf4", "quant_library": "bitsandbytes"},
+    {"stage": "generate", "quant_library": "torchao"},               # hidden for bf16 weights
 ])
 def test_bridge_equals_cli(bridge, state: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -96,6 +103,9 @@ def test_pasted_config_is_loaded_like_a_file(bridge, tmp_path: Path, monkeypatch
     ({"stage": "pretrain", "sp": True}, "sp", "needs tp > 1"),
     ({"stage": "pretrain", "cp": "0"}, "cp", "cp must be an integer"),
     ({"stage": "generate", "kv_dtype": "int8", "kv_scales": "rows"}, "kv_scales", "must be one of"),
+    ({"stage": "generate", "weights": "nf4", "quant_library": "torchao"}, "quant_library", "has no 'nf4'"),
+    ({"stage": "generate", "model": "gpt2", "weights": "int8", "quant_library": "torchao"}, "quant_library",
+     "Conv1D"),
 ])
 def test_bad_input_names_the_field(bridge, state: dict, field: str, words: str, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,6 +113,23 @@ def test_bad_input_names_the_field(bridge, state: dict, field: str, words: str, 
     r = json.loads(bridge.compute(json.dumps(state)))
     assert not r["ok"] and r["errors"][0]["field"] == field and words in r["errors"][0]["message"]
     assert field in r["relevant"]
+
+
+def test_quant_library_changes_the_estimate(bridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control reaches the estimator: torchao's int8 (bf16 copy of the LM head per call) and
+    bitsandbytes' (int32 products) are not the format-only estimate, and it is hidden (its CLI
+    default) for unquantized weights."""
+    monkeypatch.chdir(tmp_path)
+    peak = {}
+    for lib in ("auto", "torchao", "bitsandbytes"):
+        r = json.loads(bridge.compute(json.dumps({"stage": "generate", "model": "qwen2-0.5b", "weights": "int8",
+                                                  "quant_library": lib})))
+        assert r["ok"] and "quant_library" in r["relevant"]
+        assert ("--quant-library" in r["argv"]) == (lib != "auto")
+        peak[lib] = r["breakdown"]["peak"]
+    assert len(set(peak.values())) == 3
+    r = json.loads(bridge.compute(json.dumps({"stage": "generate", "quant_library": "torchao"})))
+    assert "quant_library" not in r["relevant"] and "--quant-library" not in r["argv"]
 
 
 def test_solvers_and_fit(bridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

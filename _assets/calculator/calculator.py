@@ -27,7 +27,7 @@ from vramlib.estimate.reserve import estimate_margin
 from vramlib.estimate import (estimate_inference, estimate_training, list_models,
                               load_model_config, max_batch, max_context)
 from vramlib.estimate.extend import Extensions, estimate_extensions
-from vramlib.estimate.inference import WEIGHT_FORMATS
+from vramlib.estimate.inference import QUANT_LIBRARIES, WEIGHT_FORMATS
 from vramlib.estimate.training import ATTENTION, CHECKPOINTING, OPTIMIZERS
 
 from vramlib.hardware.gpus import get_gpu, gpu_catalog
@@ -65,6 +65,8 @@ _F = [
     ("weights", "Precision", "weights format", "select", "bf16", "--weights", "bf16",
      "quantized formats include their scales"),
     ("group_size", "Precision", "group size", "int", "64", "--group-size", "64", "weights per scale (int4, nf4)"),
+    ("quant_library", "Precision", "quantized by", "select", "auto", "--quant-library", "auto",
+     "the library that quantized the weights (its layout and run-time copies); auto: the format alone"),
     ("kv_dtype", "Precision", "KV-cache dtype", "select", "auto", "--kv-dtype", "auto", "auto: the compute dtype"),
     ("cache", "Precision", "KV cache", "select", "dynamic", "--cache", "dynamic", ""),
     ("optimizer", "Training step", "optimizer", "select", "adamw", "--optimizer", "adamw", ""),
@@ -101,10 +103,14 @@ _ARG_FIELD = {"batch": "batch", "seq_len": "seq", "prompt_len": "prompt", "new_t
               "attention": "attention", "trainable": "trainable", "last_k": "last_k",
               "lora_rank": "lora_rank", "lora_targets": "lora_targets", "keep_logits": "keep_logits",
               "weights": "weights", "group_size": "group_size", "kv_dtype": "kv_dtype", "cache": "cache",
-              "full_logits": "full_logits", "num_gpus": "gpus", "zero": "zero", "tp": "tp", "pp": "pp",
+              "full_logits": "full_logits", "quant_library": "quant_library", "num_gpus": "gpus", "zero": "zero", "tp": "tp", "pp": "pp",
               "config": "config", "model_type": "config", "GPU": "gpu", "ep": "ep",
               "capacity_factor": "capacity_factor", "kv_scales": "kv_scales", "offload": "offload",
               "fp8": "fp8", "sp": "sp", "cp": "cp"}
+
+
+#: The weight formats a quantization library produces (the others need no library).
+_QUANTIZED = sorted({f for q, fs in QUANT_LIBRARIES.items() if q != "auto" for f in fs})
 
 
 def options() -> dict[str, list[list[str]]]:
@@ -119,6 +125,8 @@ def options() -> dict[str, list[list[str]]]:
         "dtype": [[d, d] for d in ("fp32", "bf16", "fp16")],
         "autocast": [[d, d] for d in ("none", "bf16", "fp16")],
         "weights": [[w, w] for w in WEIGHT_FORMATS],
+        "quant_library": [[q, q if q == "auto" else f"{q} ({', '.join(QUANT_LIBRARIES[q])})"]
+                          for q in QUANT_LIBRARIES],
         "kv_dtype": [[d, d] for d in ("auto", "fp32", "bf16", "fp16", "fp8", "int8")],
         "kv_scales": [["none", "none (per-tensor)"], ["token", "per token"], ["head", "per token and head"]],
         "offload": [["none", "none"], ["optimizer", "optimizer states"], ["all", "all (FSDP2 CPUOffloadPolicy)"]],
@@ -162,6 +170,8 @@ def relevant(state: dict[str, Any]) -> list[str]:
         shown |= {"prompt", "new_tokens", "weights", "kv_dtype", "cache", "full_logits"}
         if state.get("weights", DEFAULTS["weights"]) in ("int4", "nf4"):
             shown.add("group_size")
+        if state.get("weights", DEFAULTS["weights"]) in _QUANTIZED:
+            shown.add("quant_library")
         if state.get("kv_dtype", DEFAULTS["kv_dtype"]) in ("int8", "fp8"):
             shown.add("kv_scales")
     return [f["name"] for f in FIELDS if f["name"] in shown]
@@ -231,7 +241,8 @@ def _kwargs(e: dict[str, Any]) -> dict[str, Any]:
                     lora_targets=e["lora_targets"], keep_logits=e["keep_logits"], **common)
     return dict(new_tokens=e["new_tokens"], tp=e["tp"], pp=e["pp"], weights=e["weights"],
                 group_size=e["group_size"], kv_dtype=e["kv_dtype"], cache=e["cache"],
-                full_logits=e["full_logits"], attention=e["attention"], **common)
+                full_logits=e["full_logits"], attention=e["attention"], quant_library=e["quant_library"],
+                **common)
 
 
 def run_estimate(e: dict[str, Any], model: Any):

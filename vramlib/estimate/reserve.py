@@ -14,6 +14,7 @@ with the number of segments, not with the total.  The model, per run:
 
     needed = peak + ESTIMATE_MARGIN[stage] × (modelled part of the peak) + reserve + RESERVE_FLOOR
     reserve = RESERVE_LARGEST[checkpointing] × largest           (training)
+              (+ RESERVE_ACCUM × largest with gradient accumulation)
             = RESERVE_GENERATE["dynamic"] × largest              (generation, dynamic cache)
             = RESERVE_GENERATE["static"] × (peak − weights)      (generation, static cache)
 
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 from .breakdown import Breakdown
 
-__all__ = ["ESTIMATE_MARGIN", "RESERVE_LARGEST", "RESERVE_GENERATE", "RESERVE_FLOOR", "allocator_reserve",
+__all__ = ["ESTIMATE_MARGIN", "RESERVE_LARGEST", "RESERVE_ACCUM", "RESERVE_GENERATE", "RESERVE_FLOOR", "allocator_reserve",
            "estimate_margin", "needed_bytes"]
 
 #: Relative margin for the estimator's own error by stage, applied to the bytes that come from
@@ -63,6 +64,20 @@ RESERVE_LARGEST = {"none": 0.65, "selective": 0.65, "full": 0.10}
 #: 0.44 in ``fit_gpu.json``'s run, 0.30 in the second).  Where a case was bisected twice, both
 #: runs count: the boundary moved by up to 4 batches between them.
 RESERVE_GENERATE = {"dynamic": 1.5, "static": 0.45}
+#: Training with gradient accumulation (``grad_accum`` > 1), added to the above in units of the
+#: largest single allocation.  The first micro-batch's backward allocates the gradients that
+#: ``.grad`` keeps, in the blocks the backward has just freed — the loss's large blocks among
+#: them — and they stay through the next micro-batch's forward and loss.  A segment that holds a
+#: live block cannot be released when the allocator flushes its cache at the limit, so one
+#: segment of the largest request's size can be pinned by a gradient and the next micro-batch's
+#: largest tensor needs a new one: at most one ``largest`` more.  Derived from that mechanism,
+#: not fitted: the one run at the old cap (recipe r09, qwen2-0.5b, ``recipes_gpu.json``) ran out
+#: of memory at a cap 0.83 × ``largest`` above its measured peak.  The allocator's snapshot at
+#: that failing request (``accum_segments_gpu.json``, an H100) shows the mechanism: the request
+#: was one fp32 logits tensor, and a segment of that size held 876 MiB free, pinned by 312 MiB
+#: of live blocks (the size of the accumulated embedding gradient and some layers').  That run
+#: needed only 0.05 × ``largest`` more than the old cap, and ran at the new one.
+RESERVE_ACCUM = 1.0
 #: Allowance for allocations no estimate lists (cuBLAS workspaces allocated through the caching
 #: allocator, the small pool's 2 MiB segments): chosen, not fitted.
 RESERVE_FLOOR = 128 << 20
@@ -72,7 +87,9 @@ def allocator_reserve(b: Breakdown) -> int:
     """The caching allocator's reserve at the limit for the run ``b`` (see the module text).
     Defined in Part I, "The calculator"."""
     if b.stage == "train":
-        return int(RESERVE_LARGEST[b.scenario.get("checkpointing", "none")] * b.largest + RESERVE_FLOOR)
+        coef = RESERVE_LARGEST[b.scenario.get("checkpointing", "none")]
+        coef += RESERVE_ACCUM if b.scenario.get("grad_accum", 1) > 1 else 0.0
+        return int(coef * b.largest + RESERVE_FLOOR)
     if b.scenario.get("cache", "dynamic") == "dynamic":
         return int(RESERVE_GENERATE["dynamic"] * b.largest + RESERVE_FLOOR)
     return int(RESERVE_GENERATE["static"] * (b.peak - b.components["weights"]) + RESERVE_FLOOR)

@@ -521,6 +521,27 @@ def _dequant_tmp(st: _Step) -> float:
     return st.spec.hidden_size * st.spec.intermediate_size * st.c
 
 
+def _accumulated_gradients(st: _Step, grads: float) -> dict[str, float]:
+    """Gradient bytes by phase from the second micro-batch of gradient accumulation on
+    (``grad_accum`` > 1; empty otherwise).  ``.grad`` already holds every gradient, and
+    autograd's ``AccumulateGrad`` adds each new gradient into it in place
+    (``variable_grad += new_grad``), so every new gradient is first a fresh buffer: one layer's
+    at a time, and the embedding's (V × d) at the end.  A tied LM head's gradient is held from
+    the head's backward until the embedding's backward adds its own into a third V × d
+    buffer (their sum), which is then added into ``.grad``.  Defined in Part I, "Fine-tuning"."""
+    spec, sc = st.spec, st.sc
+    if sc.grad_accum <= 1:
+        return {}
+    gb, _ = _state_bytes(st)
+    emb = spec.vocab_size * spec.hidden_size * gb if sc.trainable == "all" else 0.0
+    tied = spec.tie_embeddings
+    held = emb if tied else 0.0                     # the tied head's new gradient, held
+    heads = emb * (1 if tied else 2)                # the embedding, and an untied head
+    layer = max(grads - heads, 0.0) / max(spec.num_layers, 1)      # one layer's new gradients
+    return {"backward (first layer)": grads + held + layer, "backward (last layer)": grads + held + layer,
+            "backward (embedding)": grads + (3 * emb if tied else emb)}
+
+
 def _phases(st: _Step, p_train: int, parts: dict[str, float]) -> dict[str, dict[str, float]]:
     """Live bytes by component at the start of each phase of the step.  Backward frees a
     layer's saved tensors as it allocates that layer's gradients, so the live bytes run
@@ -538,7 +559,7 @@ def _phases(st: _Step, p_train: int, parts: dict[str, float]) -> dict[str, dict[
     t_layer += a["recompute"] + _dequant_tmp(st)
     W = {"weights": parts["weights"], "master weights": parts["master"], "optimizer states": parts["optim"]}
     kept = lg["kept"]
-    return {
+    out = {
         "forward (loss)": dict(W, gradients=g0, activations=a["acts"], temporaries=cast_f + _dequant_tmp(st),
                                logits=lg["fwd"] + lg["kept_fwd"]),
         "backward (loss)": dict(W, gradients=g0, activations=a["acts"], temporaries=cast_b, logits=lg["bwd"] + kept),
@@ -550,6 +571,10 @@ def _phases(st: _Step, p_train: int, parts: dict[str, float]) -> dict[str, dict[
                                      temporaries=V * d * gb if (full and spec.tie_embeddings) else 0.0, logits=kept),
         "optimizer step": dict(W, gradients=grads, temporaries=parts["step"], logits=kept),
     }
+    for phase, g in _accumulated_gradients(st, grads).items():     # the second micro-batch on
+        out[phase].update(gradients=g, temporaries=out[phase]["temporaries"] if phase != "backward (embedding)"
+                          else 0.0)
+    return out
 
 
 def estimate_training_spec(spec: ModelSpec, sc: TrainScenario, pc: ParamCount | None = None,
