@@ -149,11 +149,13 @@ def _secs(v: Any, budget: float) -> str | None:
 
 
 def _gpu_name(desc: Any) -> str | None:
-    """'CUDA GPU: NVIDIA H200, 139.80 GiB, ...' -> 'H200'."""
+    """'CUDA GPU: NVIDIA H200, 139.80 GiB, ...' -> 'H200'; 'NVIDIA H100 80GB HBM3' -> 'H100 80GB'."""
     if not desc:
         return None
-    head = str(desc).split(":", 1)[-1].split(",")[0].strip()
-    return head.removeprefix("NVIDIA ").strip() or None
+    head = str(desc).split(":", 1)[-1].split(",")[0].strip().removeprefix("NVIDIA ")
+    # the memory's kind and the board's form ("HBM3", "SXM5", "PCIe") only widen the column
+    words = [w for w in head.split() if not re.fullmatch(r"HBM\w*|SXM\w*|PCIe|NVL", w)]
+    return " ".join(words) or None
 
 
 def _failed_check(error: Any) -> str:

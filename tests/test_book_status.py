@@ -20,6 +20,7 @@ def test_times_past_the_budget_are_marked():
 def test_gpu_name_and_failed_check_are_short():
     assert book_status._gpu_name("CUDA GPU: NVIDIA H200, 139.80 GiB, cc 9.0") == "H200"
     assert book_status._gpu_name("") is None
+    assert book_status._gpu_name("CUDA GPU: NVIDIA H100 80GB HBM3, 79.18 GiB") == "H100 80GB"
     err = ("Cell In[3], line 2\n      1 # Check (hidden): the peak is within 5 %.\n"
            "----> 2 assert err < 0.05, err\n\nAssertionError: 0.07")
     assert book_status._failed_check(err) == "the peak is within 5 %. → AssertionError: 0.07"
