@@ -572,8 +572,9 @@ def _phases(st: _Step, p_train: int, parts: dict[str, float]) -> dict[str, dict[
         "optimizer step": dict(W, gradients=grads, temporaries=parts["step"], logits=kept),
     }
     for phase, g in _accumulated_gradients(st, grads).items():     # the second micro-batch on
-        out[phase].update(gradients=g, temporaries=out[phase]["temporaries"] if phase != "backward (embedding)"
-                          else 0.0)
+        out[phase]["gradients"] = g
+        if phase == "backward (embedding)":     # its tied V × d sum buffer is counted in g
+            out[phase]["temporaries"] = 0.0
     return out
 
 
