@@ -177,7 +177,7 @@ def _failed_check(error: Any) -> str:
 def _notebook_rows(root: Path, gpu: Record | None, setups: list[str]) -> tuple[list, dict]:
     """One row per chapter: CPU status, seconds, set-up; GPU status, seconds, peak, device."""
     gpu_ch = (gpu.results.get("chapters") or {}) if gpu else {}
-    rows, totals = [], {"cpu": 0.0, "gpu": 0.0, "errors": []}
+    rows, totals = [], {"cpu": 0.0, "gpu": 0.0, "errors": [], "runs": []}
     for path in toc_notebooks(root):
         r = notebook_row(path, root)
         versions = ", ".join(f"{k} {r[k]}" for k in ("torch", "python", "vramlib") if r.get(k))
@@ -186,7 +186,7 @@ def _notebook_rows(root: Path, gpu: Record | None, setups: list[str]) -> tuple[l
         if setup not in setups:
             setups.append(setup)
         totals["cpu"] += r.get("seconds") or 0.0
-        totals.setdefault("runs", []).append(r.get("book_run"))
+        totals["runs"].append(r.get("book_run"))
         cpu_status = "ok" if not r["errors"] else f"{r['errors']} errors"
         executed = str(r.get("date", ""))[:10]
         g = gpu_ch.get(path.relative_to(root).as_posix())

@@ -39,6 +39,8 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER_BUDGET_S = 60.0
+# the claims ledger reads the other chapters' glued outputs: every run executes it last
+LEDGER = "claims-ledger.ipynb"
 BOOK_BUDGET_S = {"cpu": 300.0, "cuda": 600.0}
 
 # Appended to the copy a --record run executes: the kernel's peak device memory, as JSON.
@@ -62,8 +64,7 @@ def notebooks(paths: list[str]) -> list[Path]:
             out.append(p)
         else:
             sys.exit(f"execute_notebooks: {p} is neither a notebook nor a folder")
-    # the claims ledger reads the other chapters' glued outputs: it runs after them
-    return sorted(out, key=lambda q: q.name == "claims-ledger.ipynb")
+    return sorted(out, key=lambda q: q.name == LEDGER)
 
 
 def toc_notebooks() -> list[Path]:
@@ -148,7 +149,7 @@ def _longest_first(paths: list[Path]) -> list[Path]:
         meta = nbformat.read(p, as_version=4).metadata.get("vramlib", {})
         return float(meta.get("execution", {}).get("seconds") or 0.0)
 
-    rest = [p for p in paths if p.name != "claims-ledger.ipynb"]
+    rest = [p for p in paths if p.name != LEDGER]
     return sorted(rest, key=last_seconds, reverse=True) + [p for p in paths if p not in rest]
 
 
@@ -159,8 +160,9 @@ def execute_in_place(paths: list[Path], jobs: int = 1) -> int:
     t0, total, started = time.perf_counter(), 0.0, datetime.datetime.now(datetime.timezone.utc)
     jobs = max(1, min(jobs, len(paths)))
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    ledger = [p for p in paths if p.name == "claims-ledger.ipynb"]
-    first = [p for p in _longest_first(paths) if p not in ledger]
+    order = _longest_first(paths)
+    ledger = [p for p in order if p.name == LEDGER]
+    first = [p for p in order if p not in ledger]
     if jobs == 1:
         done = ((p, _execute_one(p, prov)) for p in first)
     else:
